@@ -1,0 +1,42 @@
+"""Score one feature partition with a model bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ctr_inference.bundle import Bundle
+from ctr_inference.contract import MODEL_VERSION, PREDICTION, ROW_ID, feature_matrix, row_ids
+from ctr_inference.engines import Engine, load_engine
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        pa.field(ROW_ID, pa.int64(), nullable=False),
+        pa.field(PREDICTION, pa.float64()),
+        pa.field(MODEL_VERSION, pa.string(), nullable=False),
+    ]
+)
+
+
+class Scorer:
+    """Turns feature tables into prediction tables for one bundle."""
+
+    def __init__(self, bundle: Bundle, engine: Engine | None = None, threads: int | None = None):
+        self.bundle = bundle
+        self.engine = engine or load_engine(bundle, threads)
+
+    def predict(self, table: pa.Table) -> np.ndarray:
+        """Return predicted CTR for every row of ``table``, selecting features by name.
+
+        Raises:
+            MissingFeatureError, FeatureDtypeError: the table breaks the feature contract.
+        """
+        return self.engine.predict(feature_matrix(table, self.bundle.features))
+
+    def score(self, table: pa.Table) -> pa.Table:
+        """Return the prediction table (``row_id``, ``ctr``, ``model_version``) for ``table``."""
+        ids = row_ids(table)
+        predictions = self.predict(table)
+        version = pa.repeat(pa.scalar(self.bundle.model_version, pa.string()), len(ids))
+        return pa.Table.from_arrays([pa.array(ids, pa.int64()), pa.array(predictions), version],
+                                    schema=OUTPUT_SCHEMA)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what the project needs on a fresh Debian 12 machine: the Debian
+# packages in scripts/apt-packages.txt, uv, and the locked Python environment.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+while read -r package; do
+  [[ -z "$package" || "$package" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done < scripts/apt-packages.txt
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "bootstrap: missing Debian packages: ${missing[*]}; install them with apt-get (needs root)" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "bootstrap: installing uv"
+  python3 -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+fi
+
+echo "bootstrap: syncing the Python environment from uv.lock"
+uv sync --frozen --quiet
