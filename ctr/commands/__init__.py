@@ -1,0 +1,1 @@
+"""Subcommand modules of the ``ctr`` CLI; each defines ``register(subparsers)``."""
