@@ -51,6 +51,9 @@ class DemoConfig:
     max_malformed_fraction: float = 0.01
     moto_port: int | None = None
     mlflow_port: int | None = None
+    # Use running services instead of starting local ones (tests share theirs).
+    s3_endpoint: str | None = None
+    mlflow_tracking_uri: str | None = None
     timeout: float = 900.0
     seed: int = 7
 
@@ -165,27 +168,47 @@ def wait_for_outputs(s3, bucket: str, prefix: str, expected: int, processes, tim
             time.sleep(0.5)
 
 
-def _guard_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so a stopped demo still stops its services."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
+def preflight(config: DemoConfig) -> None:
+    """Check what would otherwise fail minutes into the run: Java, the input files, the ports.
+
+    Raises:
+        CtrError: with one message naming the problem.
+    """
+    from ctr.services import check_port_free
+    from ctr_training.features import check_inputs, check_java
+
+    check_java()
+    if config.train_logs or config.score_logs:
+        check_inputs(config.train_logs + config.score_logs)
+    if config.moto_port and not config.s3_endpoint:
+        check_port_free(config.moto_port, "the S3/SQS emulator")
+    if config.mlflow_port and not config.mlflow_tracking_uri:
+        check_port_free(config.mlflow_port, "MLflow")
 
 
 def run_demo(config: DemoConfig) -> dict:
-    """Run the main job end to end and return the run report (also written as JSON)."""
+    """Run the main job end to end and return the run report (also written as JSON).
+
+    Services that ``config`` does not point at are started on loopback and
+    stopped at the end, also on error and on Ctrl-C.
+    """
+    preflight(config)
     workdir = config.workdir.resolve()
     for sub in ("logs", "data", "features", "bundles", "images", "predictions", "reports", "cache"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
-    _guard_sigterm()
 
     with contextlib.ExitStack() as stack:
-        moto = stack.enter_context(MotoServer(config.moto_port, workdir / "logs"))
-        mlflow_server = stack.enter_context(MlflowServer(config.mlflow_port, workdir / "logs", workdir / "mlflow"))
-        aws = aws_environment(moto.url)
+        s3_endpoint = config.s3_endpoint
+        if not s3_endpoint:
+            s3_endpoint = stack.enter_context(MotoServer(config.moto_port, workdir / "logs")).url
+        mlflow_uri = config.mlflow_tracking_uri
+        if not mlflow_uri:
+            mlflow_uri = stack.enter_context(
+                MlflowServer(config.mlflow_port, workdir / "logs", workdir / "mlflow")).url
+        aws = aws_environment(s3_endpoint)
         os.environ.update(aws)
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
-        return _run_steps(config, workdir, aws, mlflow_server.url, stack)
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+        return _run_steps(config, workdir, aws, mlflow_uri, stack)
 
 
 def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, stack) -> dict:
@@ -205,8 +228,12 @@ def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, st
         s3.upload_file(path, resources.raw_bucket, f"raw/dt={config.dt}/{Path(path).name}")
 
     print("[1/6] feature job on the training logs (Spark local mode)", file=sys.stderr)
+    from pyspark.sql import SparkSession
+
+    shared_session = SparkSession.getActiveSession()
     spark = spark_session()
-    stack.callback(spark.stop)
+    if shared_session is None:
+        stack.callback(spark.stop)
     spark.sparkContext.setLogLevel("ERROR")
     train_features = run_feature_job(
         spark, train_logs, workdir / "features" / "train", encoding_path=workdir / "features" / "encoding.parquet",

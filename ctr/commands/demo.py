@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,8 @@ def run_demo(args) -> int:
     )
     if args.dt:
         config.dt = args.dt
+    # A stopped demo (SIGTERM) unwinds like Ctrl-C, so it still stops its services.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     report = run(config)
     summary = {k: report.get(k) for k in ("run_id", "model_name", "model_version", "rows_in", "rows_scored",
                                           "partitions", "auc", "logloss", "rows_per_second", "image_reference")}
@@ -59,6 +62,10 @@ def run_demo(args) -> int:
     print(f"predictions: {report['local_copy']}")
     print("MLflow UI: make mlflow-ui, then open http://127.0.0.1:5000")
     return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def run_mlflow_ui(args) -> int:

@@ -63,16 +63,21 @@ class MalformedLines:
         }
 
 
+def check_java() -> None:
+    """Raise a clear error when no Java runtime is on the PATH or in JAVA_HOME."""
+    java_home = os.environ.get("JAVA_HOME")
+    if not shutil.which("java") and not (java_home and Path(java_home, "bin", "java").exists()):
+        raise CtrError("Java was not found: PySpark needs a Java 17 runtime "
+                       "(apt-get install openjdk-17-jre-headless, or set JAVA_HOME)")
+
+
 def spark_session(master: str = "local[*]", app_name: str = "ctr-features", driver_memory: str = "4g"):
     """Start (or reuse) a Spark session bound to loopback.
 
     Raises:
         CtrError: no Java runtime is on the PATH or in JAVA_HOME.
     """
-    java_home = os.environ.get("JAVA_HOME")
-    if not shutil.which("java") and not (java_home and Path(java_home, "bin", "java").exists()):
-        raise CtrError("Java was not found: PySpark needs a Java 17 runtime "
-                       "(apt-get install openjdk-17-jre-headless, or set JAVA_HOME)")
+    check_java()
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -153,7 +158,8 @@ def parse_lines(lines, labelled: bool = True):
     count = F.size(fields)
 
     def field_at(position: int):
-        value = F.element_at(fields, position + 1)
+        # try_element_at: a short line yields null here and is caught by the field-count check.
+        value = F.try_element_at(fields, F.lit(position + 1))
         return F.when(value == "", F.lit(None)).otherwise(value)
 
     columns = [F.col("row_id")]
@@ -166,13 +172,13 @@ def parse_lines(lines, labelled: bool = True):
     ]
     if labelled:
         label = field_at(0)
-        columns.append(label.cast("int").alias(criteo.LABEL))
+        columns.append(F.when(label.isin("0", "1"), label.cast("int")).alias(criteo.LABEL))
         checks.append(F.when(~label.isin("0", "1") | label.isNull(), F.lit("label is not 0 or 1")))
     for i, name in enumerate(criteo.INTEGER_COLUMNS):
         raw = field_at(offset + i)
-        columns.append(raw.cast("long").alias(name))
-        checks.append(F.when(raw.isNotNull() & ~raw.rlike(r"^-?[0-9]{1,18}$"),
-                             F.lit(f"non-numeric integer field {name}")))
+        numeric = raw.rlike(r"^-?[0-9]{1,18}$")
+        columns.append(F.when(numeric, raw.cast("long")).alias(name))
+        checks.append(F.when(raw.isNotNull() & ~numeric, F.lit(f"non-numeric integer field {name}")))
     for i, name in enumerate(criteo.CATEGORICAL_COLUMNS):
         columns.append(field_at(offset + len(criteo.INTEGER_COLUMNS) + i).alias(name))
 

@@ -14,6 +14,7 @@ import json
 import logging
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,10 +173,11 @@ def train_and_register(
                          "ctr.training_data.sha256": digest})
         mlflow.log_params({**params, "num_boost_round": num_boost_round,
                            "valid_fraction": valid_fraction, **(extra_params or {})})
-        mlflow.log_input(
-            MetaDataset(resolve_dataset_source(str(Path(features_dir).resolve())), name="features", digest=digest[:20]),
-            context="training",
-        )
+        with warnings.catch_warnings():
+            # A local path matches two equivalent MLflow source types; either is right.
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(Path(features_dir).resolve()))
+        mlflow.log_input(MetaDataset(source, name="features", digest=digest[:20]), context="training")
 
         booster = fit_booster(params, num_boost_round, train, valid, features)
         valid_predictions = booster.predict(feature_matrix(valid, features))
