@@ -85,6 +85,10 @@ def _add_cluster_options(parser) -> None:
     parser.add_argument("--kubeconfig", default="", help="kubeconfig file (default: $KUBECONFIG, "
                         "~/.kube/config, or the pod's service account)")
     parser.add_argument("--context", default="", help="kubeconfig context (default: the current one)")
+    parser.add_argument("--eks-cluster", default="", help="read an EKS cluster with the current AWS "
+                        "credentials instead of a kubeconfig")
+    parser.add_argument("--region", default="", help="AWS region of --eks-cluster (default: from "
+                        "the AWS configuration)")
     parser.add_argument("--application", default="", help="Argo CD Application (default: ctr-ENV)")
     parser.add_argument("--argocd-namespace", default="argocd", help="namespace of the Argo CD "
                         "Applications (default: argocd)")
@@ -195,11 +199,20 @@ def run_status(args) -> int:
 
 
 def _report_status(args, image: str, revision: str) -> int:
-    from ctr.deploy.status import ClusterReader, Target, api_client, wait_for_rollout
+    from ctr.deploy.status import (
+        ClusterReader,
+        Target,
+        api_client,
+        eks_api_client,
+        wait_for_rollout,
+    )
 
     target = Target(args.application or f"ctr-{args.environment}", args.argocd_namespace,
                     args.namespace, args.deployment)
-    reader = ClusterReader(api_client(args.kubeconfig, args.context))
+    if args.eks_cluster:
+        reader = ClusterReader(lambda: eks_api_client(args.eks_cluster, args.region))
+    else:
+        reader = ClusterReader(lambda: api_client(args.kubeconfig, args.context))
     state = wait_for_rollout(reader, target, image, revision, args.min_ready, args.timeout,
                              args.interval)
     stream = sys.stdout if state.exit_code == 0 else sys.stderr

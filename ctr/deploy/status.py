@@ -57,18 +57,31 @@ class RolloutState:
 
 
 class ClusterReader:
-    """Reads the Application and the Deployment through a ``kubernetes.client.ApiClient``."""
+    """Reads the Application and the Deployment through a ``kubernetes.client.ApiClient``.
 
-    def __init__(self, api_client, request_timeout: float = 10.0):
+    ``connect`` returns a new ApiClient; it is called again after
+    ``reconnect_after`` seconds, because EKS tokens expire after 15 minutes.
+    """
+
+    def __init__(self, connect, request_timeout: float = 10.0, reconnect_after: float = 600.0,
+                 clock=time.monotonic):
+        self._connect, self._timeout = connect, request_timeout
+        self._reconnect_after, self._clock = reconnect_after, clock
+        self._connected_at = None
+        self._reconnect()
+
+    def _reconnect(self) -> None:
         from kubernetes import client
 
-        self._api_client = api_client
-        self._custom = client.CustomObjectsApi(api_client)
-        self._apps = client.AppsV1Api(api_client)
-        self._host = api_client.configuration.host
-        self._timeout = request_timeout
+        self._api_client = self._connect()
+        self._custom = client.CustomObjectsApi(self._api_client)
+        self._apps = client.AppsV1Api(self._api_client)
+        self._host = self._api_client.configuration.host
+        self._connected_at = self._clock()
 
     def application(self, target: Target) -> dict | None:
+        if self._clock() - self._connected_at > self._reconnect_after:
+            self._reconnect()
         return self._read(lambda: self._custom.get_namespaced_custom_object(
             "argoproj.io", "v1alpha1", target.argocd_namespace, "applications", target.application,
             _request_timeout=self._timeout))
@@ -216,6 +229,48 @@ def wait_for_rollout(reader: ClusterReader, target: Target, expected_image: str 
                 return state
             logger.info("%s: %s", target.application, state.message)
         sleep(interval)
+
+
+def eks_api_client(cluster: str, region: str = ""):
+    """Return a ``kubernetes.client.ApiClient`` for an EKS cluster, authenticated with AWS credentials.
+
+    The bearer token is a presigned STS GetCallerIdentity request, the token
+    ``aws eks get-token`` prints; EKS accepts it for 15 minutes, so callers
+    that wait longer build a new client.
+
+    Raises:
+        DeployError: the cluster cannot be described with the current AWS credentials.
+    """
+    import base64
+    import tempfile
+
+    import boto3
+    import botocore.exceptions
+    from botocore.signers import RequestSigner
+    from kubernetes import client
+
+    session = boto3.session.Session(region_name=region or None)
+    region = session.region_name
+    try:
+        cluster_info = session.client("eks").describe_cluster(name=cluster)["cluster"]
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise DeployError(f"cannot describe EKS cluster {cluster} in {region}: {error}") from error
+
+    sts = session.client("sts")
+    signer = RequestSigner(sts.meta.service_model.service_id, region, "sts", "v4",
+                           session.get_credentials(), session.events)
+    request = {"method": "GET", "body": {}, "context": {}, "headers": {"x-k8s-aws-id": cluster},
+               "url": f"https://sts.{region}.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15"}
+    url = signer.generate_presigned_url(request, region_name=region, expires_in=60, operation_name="")
+    token = "k8s-aws-v1." + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+
+    with tempfile.NamedTemporaryFile("wb", suffix=".crt", delete=False) as ca_file:
+        ca_file.write(base64.b64decode(cluster_info["certificateAuthority"]["data"]))
+    configuration = client.Configuration()
+    configuration.host = cluster_info["endpoint"]
+    configuration.ssl_ca_cert = ca_file.name
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(configuration)
 
 
 def api_client(kubeconfig: str = "", context: str = ""):

@@ -39,6 +39,8 @@ from typing import Self
 
 import yaml
 
+from ctr.testing.tools import kubectl
+
 logger = logging.getLogger(__name__)
 
 # kind -> plural for the kinds the platform uses; other kinds get "<kind>s".
@@ -393,7 +395,7 @@ class GitOpsSync:
     def __call__(self, stub: KubernetesApiStub, application: dict) -> None:
         revision = self._update_checkout()
         rendered = subprocess.run(
-            ["kubectl", "kustomize", str(self.checkout / "gitops" / "overlays" / self.environment)],
+            [kubectl(), "kustomize", str(self.checkout / "gitops" / "overlays" / self.environment)],
             capture_output=True, text=True, check=False)
         if rendered.returncode != 0:
             stub.put(argo_application(self.application, sync="OutOfSync", health="Unknown",
