@@ -164,7 +164,8 @@ def _publish_and_wait(args, repo, sha: str, image: str) -> int:
     if not args.wait:
         return 0
     if not args.push:
-        raise DeployError("--wait needs --push: Argo CD syncs what the remote branch says")
+        raise DeployError("--wait requires --push, because Argo CD syncs the remote branch, "
+                          "not this working tree")
     return _report_status(args, image, sha)
 
 

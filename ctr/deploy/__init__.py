@@ -4,8 +4,8 @@ A promotion is one commit that changes the release block of an overlay
 (``gitops/overlays/<env>/kustomization.yaml``: image reference with digest,
 model name and version) and carries trailers naming the model version and
 MLflow run. A rollback is ``git revert`` of a promotion commit. Argo CD syncs
-whatever the branch says; ``status`` reads the Argo CD Application and the
-worker Deployment through the Kubernetes API to tell when a commit is live.
+whatever the branch contains, and ``status`` reads the Argo CD Application and
+the worker Deployment through the Kubernetes API to tell when a commit is live.
 
 Modules:
     errors      exception hierarchy

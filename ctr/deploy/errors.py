@@ -7,7 +7,7 @@ DeployError
  ├── DirtyWorkingTreeError      tracked files have uncommitted changes
  ├── PromotionNotFoundError     no promotion matches the request
  ├── NotAPromotionError         a named commit is not a promotion of the environment
- ├── ImageNotFoundError         the registry answered that an image does not exist
+ ├── ImageNotFoundError         the registry returned that an image does not exist
  ├── RegistryUnavailableError   the registry could not be asked
  └── ClusterUnreachableError    the Kubernetes API could not be reached
 """

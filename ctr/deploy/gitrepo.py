@@ -158,8 +158,9 @@ class GitRepository:
             if completed.returncode == 0:
                 logger.info("pushed %s to %s/%s", self.head()[:10], remote, branch)
                 return
+            reason = (completed.stderr.strip().splitlines() or ["no message"])[-1]
             logger.warning("push to %s/%s rejected (attempt %d of %d): %s", remote, branch, attempt,
-                           attempts, completed.stderr.strip().splitlines()[-1:])
+                           attempts, reason)
             if attempt == attempts:
                 break
             rebase = subprocess.run(["git", "pull", "--rebase", remote, branch], cwd=self.root,

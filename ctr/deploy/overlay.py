@@ -8,7 +8,7 @@ dispatcher reads them. A promotion rewrites exactly these five values, so its
 commit is a five-line diff that ``git revert`` undoes cleanly.
 
 The rewrite edits lines in place, which keeps the file's comments, and then
-parses the result to check that it says what was asked.
+parses the result to check that it contains the requested values.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _FIELDS = {
 
 @dataclass(frozen=True)
 class Release:
-    """What one environment runs: the pinned image and the model baked into it."""
+    """The pinned image one environment runs and the model baked into it."""
 
     image: ImageReference
     model_name: str

@@ -1,8 +1,8 @@
 """Promote, list and roll back model images, one git commit each.
 
-A promotion commit changes only the release block of one overlay and says
-what it deploys twice: in a sentence for people, and in trailers that
-``history`` and ``rollback`` parse::
+A promotion commit changes only the release block of one overlay. Its
+message names what it deploys twice: in a sentence for people, and in
+trailers that ``history`` and ``rollback`` parse::
 
     Promote ctr-criteo v4 to staging [skip ci]
 
@@ -237,8 +237,8 @@ def rollback(repo: GitRepository, environment: str, commit: str = "",
 
     Without ``commit``, the latest promotion that no rollback has reverted yet
     is reverted. Before anything changes, the image the environment returns to
-    is looked up in its registry: a registry that answers "not found" stops
-    the rollback, one that cannot be reached only logs a warning.
+    is looked up in its registry. A registry that returns "not found" stops
+    the rollback; one that cannot be reached only logs a warning.
 
     Raises:
         DirtyWorkingTreeError: tracked files have uncommitted changes.
@@ -280,8 +280,8 @@ def _named_promotion(repo: GitRepository, environment: str, commit: str) -> Depl
     found = repo.log(revision=sha, max_count=1)
     entry = Deployment.from_commit(found[0])
     if entry.action != PROMOTE or entry.environment != environment:
-        what = f"a {entry.action} of {entry.environment}" if entry.action else "not a deploy commit"
-        raise NotAPromotionError(f"commit {sha[:10]} ({entry.subject!r}) is {what}, not a "
+        kind = f"a {entry.action} of {entry.environment}" if entry.action else "not a deploy commit"
+        raise NotAPromotionError(f"commit {sha[:10]} ({entry.subject!r}) is {kind}, not a "
                                  f"promotion of {environment}; `ctr deploy history {environment}` "
                                  "lists the promotions")
     return entry

@@ -2,9 +2,9 @@
 
 Two kinds of registry are supported:
 
-- any registry that speaks the OCI distribution API (``/v2/``), such as the
-  Debian ``docker-registry`` on 127.0.0.1, with anonymous bearer tokens when
-  the registry asks for them. Hosts on the loopback interface are spoken to
+- any registry that implements the OCI distribution API (``/v2/``), such as
+  the Debian ``docker-registry`` on 127.0.0.1, with anonymous bearer tokens
+  when the registry requires them. Hosts on the loopback interface are spoken to
   over plain HTTP, every other host over HTTPS;
 - Amazon ECR (``<account>.dkr.ecr.<region>.amazonaws.com``), through boto3 and
   the caller's AWS credentials.
@@ -128,7 +128,7 @@ class RegistryClient:
                 token = self._anonymous_token(challenge, image)
                 return self._request(image, path, method, accept, token)
             raise RegistryUnavailableError(
-                f"registry {image.registry} answered {error.code} {error.reason} for {url}"
+                f"registry {image.registry} returned {error.code} {error.reason} for {url}"
             ) from error
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)

@@ -1,11 +1,12 @@
 """The rollout state of an environment, read from the Kubernetes API.
 
-Two objects tell whether a promotion is live: the Argo CD Application
-(``argoproj.io/v1alpha1``, its sync status, health and last operation) and
-the worker Deployment it syncs (the image of its pod template and how many
-replicas run that template and are ready). KEDA may have scaled the
-Deployment to zero between batches; its rollout is then complete as soon as
-the template carries the image, unless ``min_ready`` asks for running pods.
+Two objects show whether a promotion is live. The Argo CD Application
+(``argoproj.io/v1alpha1``) reports its sync status, health and last
+operation. The worker Deployment it syncs reports the image of its pod
+template and how many replicas run that template and are ready. KEDA may have
+scaled the Deployment to zero between batches, so its rollout is complete as
+soon as the template carries the image, unless ``min_ready`` requires running
+pods.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ EXIT_CODES = {HEALTHY: 0, DEGRADED: 3, PROGRESSING: 4}
 
 @dataclass(frozen=True)
 class Target:
-    """Where an environment's rollout is visible in its cluster."""
+    """Names of the objects that show an environment's rollout in its cluster."""
 
     application: str
     argocd_namespace: str = "argocd"
@@ -95,10 +96,10 @@ class ClusterReader:
         return self._read(read)
 
     def _read(self, call) -> dict | None:
-        """Run one API call; None means 404.
+        """Run one API call and return its result, or None for 404 Not Found.
 
         Raises:
-            ClusterUnreachableError: no connection, or the server answered with an error.
+            ClusterUnreachableError: no connection, or the server returned an error status.
         """
         import urllib3
         from kubernetes.client.exceptions import ApiException
@@ -109,7 +110,7 @@ class ClusterReader:
             if error.status == 404:
                 return None
             raise ClusterUnreachableError(
-                f"the Kubernetes API at {self._host} answered {error.status} {error.reason}") from error
+                f"the Kubernetes API at {self._host} returned {error.status} {error.reason}") from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise ClusterUnreachableError(
                 f"cannot reach the Kubernetes API at {self._host}: {_reason(error)}") from error

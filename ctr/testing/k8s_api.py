@@ -222,11 +222,11 @@ class KubernetesApiStub:
             return 200, copy.deepcopy(found)
 
     def _list(self, api_version: str, plural: str, namespace: str, selector: str) -> dict:
-        wanted = dict(pair.split("=", 1) for pair in selector.split(",") if "=" in pair)
+        required = dict(pair.split("=", 1) for pair in selector.split(",") if "=" in pair)
         with self._lock:
             items = [copy.deepcopy(o) for (v, p, ns, _), o in sorted(self._objects.items())
                      if v == api_version and p == plural and (not namespace or ns == namespace)
-                     and all(o["metadata"].get("labels", {}).get(k) == val for k, val in wanted.items())]
+                     and all(o["metadata"].get("labels", {}).get(k) == val for k, val in required.items())]
             return {"apiVersion": api_version, "kind": f"{_kind_of(plural)}List",
                     "metadata": {"resourceVersion": str(self._resource_version)}, "items": items}
 
@@ -292,7 +292,7 @@ def _handler_for(stub: KubernetesApiStub):
             body = self.rfile.read(length) if length else b""
             try:
                 code, document = stub.handle(self.command, self.path, body)
-            except Exception as error:  # a real API server answers 500 too, and goes on
+            except Exception as error:  # a real API server returns 500 too, and keeps serving
                 logger.exception("stand-in failed on %s %s", self.command, self.path)
                 code, document = 500, _status(500, "InternalError", str(error))
             if isinstance(document, str):
@@ -374,10 +374,10 @@ class GitOpsSync:
     """Plays Argo CD for one environment: serves the overlay at the tip of a branch as synced.
 
     Before each read of the Application it fetches ``branch`` from
-    ``repository`` into its own clone, renders ``gitops/overlays/<env>`` with
-    ``kubectl kustomize``, and stores the worker Deployment from the rendered
-    manifests with ``replicas`` ready pods, and the Application as Synced and
-    Healthy at that commit.
+    ``repository`` into its own clone and renders ``gitops/overlays/<env>``
+    with ``kubectl kustomize``. It then stores the rendered worker Deployment
+    with ``replicas`` ready pods, and the Application as Synced and Healthy at
+    that commit.
     """
 
     def __init__(self, repository: str, checkout: Path, environment: str, branch: str = "main",

@@ -49,11 +49,11 @@ class LocalRegistry:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> Self:
-        """Start the registry and wait until ``/v2/`` answers.
+        """Start the registry and wait until ``/v2/`` responds.
 
         Raises:
             FileNotFoundError: the docker-registry binary is not installed.
-            TimeoutError: the registry did not answer within ``timeout`` seconds.
+            TimeoutError: the registry did not respond within ``timeout`` seconds.
         """
         if shutil.which(self.binary) is None:
             raise FileNotFoundError(f"{self.binary} is not installed; `make setup` installs the Debian "
@@ -82,7 +82,7 @@ class LocalRegistry:
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
         self.stop()
-        raise TimeoutError(f"docker-registry on {self.host} did not answer within {timeout:.0f} s")
+        raise TimeoutError(f"docker-registry on {self.host} did not respond within {timeout:.0f} s")
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

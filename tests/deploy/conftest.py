@@ -4,24 +4,18 @@ registry and a Kubernetes API stand-in, all on this machine."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from deploy_support import REPO_ROOT, git
 
 from ctr.testing.k8s_api import KubernetesApiStub
 from ctr.testing.registry import LocalRegistry
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = {
     "GIT_AUTHOR_NAME": "deploy-test", "GIT_AUTHOR_EMAIL": "deploy-test@localhost",
     "GIT_COMMITTER_NAME": "deploy-test", "GIT_COMMITTER_EMAIL": "deploy-test@localhost",
 }
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +29,7 @@ def git_identity(monkeypatch):
 
 @pytest.fixture
 def gitops_repo(tmp_path) -> Path:
-    """A new git repository whose first commit holds a copy of gitops/."""
+    """A new git repository whose first commit contains a copy of gitops/."""
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "--quiet", "--initial-branch=main")

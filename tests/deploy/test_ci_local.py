@@ -7,7 +7,7 @@ import importlib
 import subprocess
 
 import pytest
-from conftest import REPO_ROOT
+from deploy_support import REPO_ROOT
 
 
 def image_push_registered() -> bool:

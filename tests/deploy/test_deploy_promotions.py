@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import git
+from deploy_support import git
 
 from ctr.commands.deploy import main
 from ctr.deploy import promotions
@@ -186,9 +186,12 @@ def test_rollback_goes_on_when_registry_unreachable(gitops_repo, caplog):
                      "--repo", str(gitops_repo)]) == 0
 
     sha, restored = promotions.rollback(GitRepository(gitops_repo), "prod")
+    message = git(gitops_repo, "log", "-1", "--format=%B")
 
     assert str(restored.image) == first
     assert rendered_image(gitops_repo, "prod") == first
+    assert sha == git(gitops_repo, "rev-parse", "HEAD")
+    assert f"Deploy-Image: {first}" in message
     assert "cannot check that" in caplog.text
 
 
@@ -226,7 +229,7 @@ def test_push_rebases_over_concurrent_push(tmp_path, gitops_repo, registry):
 def test_wait_needs_push(gitops_repo, registry, capsys):
     assert main(["deploy", "promote", "staging", push(registry, 41, "d"), "--wait",
                  "--repo", str(gitops_repo)]) == 1
-    assert "--wait needs --push" in capsys.readouterr().err
+    assert "--wait requires --push" in capsys.readouterr().err
 
 
 # The overlay's release block and image references -------------------------------------------

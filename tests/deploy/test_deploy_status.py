@@ -1,14 +1,14 @@
 """`ctr deploy status` against a Kubernetes API stand-in on 127.0.0.1.
 
 The stand-in serves the Argo CD Application and the worker Deployment in the
-real API's JSON shape; the kubernetes client reads them through a kubeconfig
+real API's JSON shape. The kubernetes client reads them through a kubeconfig,
 as it would from a cluster.
 """
 
 from __future__ import annotations
 
 import pytest
-from conftest import git
+from deploy_support import git
 
 from ctr.commands.deploy import main
 from ctr.testing.k8s_api import GitOpsSync, KubernetesApiStub, argo_application, deployment

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ENVIRONMENTS, REPO_ROOT, documents, find, one
+from gitops_support import ENVIRONMENTS, REPO_ROOT, documents, find, one
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 CHART_REPOSITORIES = {

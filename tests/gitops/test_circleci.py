@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from gitops_support import REPO_ROOT
 
 CIRCLECI = REPO_ROOT / ".circleci"
 MAKEFILE = REPO_ROOT / "Makefile"
 BIN = Path(sys.executable).parent
 
 # ctr commands that the pipeline calls and that other parts of the platform
-# are still building; each entry leaves this list once its command is
+# are still building. Each entry leaves this list once its command is
 # registered in ctr/cli.py.
 PENDING_COMMANDS = {("image", "bake"), ("image", "push")}
 
@@ -129,7 +129,7 @@ def ctr_commands_in(text: str) -> set[tuple[str, ...]]:
     """Return (command, subcommand) pairs of ctr invocations in ``text``.
 
     An invocation is ``$(CTR)`` in a Makefile, ``…/bin/ctr`` in a script, or
-    ``ctr`` at the start of a shell command; a bare word "ctr" elsewhere (a
+    ``ctr`` at the start of a shell command. A bare word "ctr" elsewhere (a
     folder name) is not one.
     """
     found = set()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ENVIRONMENTS, GITOPS, REPO_ROOT, documents, find, one
+from gitops_support import ENVIRONMENTS, GITOPS, REPO_ROOT, documents, find, one
 
 WORKER_TARGETS = ("base", "staging", "prod", "component-model-source-s3", "component-s3-comparison")
 DIGEST_PINNED = re.compile(r"^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -243,7 +243,8 @@ def test_dispatch_runs_daily_for_previous_day(rendered):
         command = " ".join(cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
         minute, hour, day, month, weekday = cronjob["spec"]["schedule"].split()
         assert (day, month, weekday) == ("*", "*", "*")
-        assert minute.isdigit() and hour.isdigit()
+        assert minute.isdigit()
+        assert hour.isdigit()
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
         assert "ctr dispatch --dt" in command
         assert "yesterday" in command

@@ -1,8 +1,8 @@
 """Every kustomization renders, and what it renders is valid Kubernetes.
 
-Core kinds are checked with kubernetes-validate (strict: unknown fields are
-errors); the custom resources with check-jsonschema against the CRD schemas
-kept in the shared data folder beside the checkout.
+Core kinds are checked with kubernetes-validate in strict mode, where unknown
+fields are errors. Custom resources are checked with check-jsonschema against
+the CRD schemas kept in the shared data folder beside the checkout.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KUBERNETES_VERSION, SCHEMAS, TARGETS, documents
+from gitops_support import KUBERNETES_VERSION, SCHEMAS, TARGETS, documents
 
 BIN = Path(sys.executable).parent
 CRD_SCHEMAS = {
