@@ -1,6 +1,6 @@
 """A Kubernetes API server stand-in on 127.0.0.1, for tests and local rehearsals.
 
-It speaks the REST paths and JSON shapes of the real API for the objects a
+It serves the REST paths and JSON shapes of the real API for the objects a
 test puts into it, so the official ``kubernetes`` Python client reads them as
 it would from a cluster:
 
@@ -371,7 +371,7 @@ def deployment(name: str, namespace: str, image: str, container: str = "worker",
 
 
 class GitOpsSync:
-    """Plays Argo CD for one environment: serves the overlay at the tip of a branch as synced.
+    """Stand-in for Argo CD in one environment: serves the overlay at a branch tip as synced.
 
     Before each read of the Application it fetches ``branch`` from
     ``repository`` into its own clone and renders ``gitops/overlays/<env>``
