@@ -32,3 +32,7 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the demo's store at http://127.0.0.
 
 lint: $(STAMP) ## Ruff over the Python code
 	$(VENV)/bin/ruff check ctr inference training model-images tests
+
+.PHONY: tf-check
+tf-check: $(STAMP) ## Terraform: fmt, offline init and validate, terraform test, checkov, invariants
+	$(PYTEST) tests/terraform $(PYTEST_ARGS)
