@@ -8,7 +8,8 @@ data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 
 # CloudWatch can publish to an encrypted topic only with a customer managed key
-# whose policy lets it; the AWS managed SNS key does not.
+# whose policy lets it; the AWS managed SNS key does not. The topic policy
+# below limits publishing to this account's alarms.
 data "aws_iam_policy_document" "alarm_topic_key" {
   #checkov:skip=CKV_AWS_109:A key policy's Resource "*" means this key only; the account root statement hands access control to IAM policies.
   #checkov:skip=CKV_AWS_111:A key policy's Resource "*" means this key only; the account root statement hands access control to IAM policies.
@@ -32,12 +33,6 @@ data "aws_iam_policy_document" "alarm_topic_key" {
     principals {
       type        = "Service"
       identifiers = ["cloudwatch.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [data.aws_caller_identity.current.account_id]
     }
   }
 }

@@ -18,11 +18,6 @@ variable "kubernetes_version" {
   }
 }
 
-variable "vpc_id" {
-  type        = string
-  description = "ID of the VPC that the cluster runs in."
-}
-
 variable "private_subnet_ids" {
   type        = list(string)
   description = "Private subnets for the control plane's network interfaces and the system node group, in at least two availability zones."

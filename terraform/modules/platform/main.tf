@@ -52,7 +52,6 @@ module "eks" {
 
   cluster_name                 = local.cluster_name
   kubernetes_version           = var.kubernetes_version
-  vpc_id                       = module.network.vpc_id
   private_subnet_ids           = module.network.private_subnet_ids
   endpoint_public_access_cidrs = var.endpoint_public_access_cidrs
   access_entries               = var.access_entries

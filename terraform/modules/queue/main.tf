@@ -33,27 +33,16 @@ data "aws_iam_policy_document" "queue_key" {
     }
   }
 
-  # S3 must encrypt the event notifications it sends to the queue.
+  # S3 must encrypt the event notifications it sends to the queue. Which
+  # bucket may send at all is up to the queue policy (FeatureBucketSendsNotifications).
   statement {
-    sid       = "FeatureBucketEncryptsNotifications"
+    sid       = "S3EncryptsNotifications"
     actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
     resources = ["*"]
 
     principals {
       type        = "Service"
       identifiers = ["s3.amazonaws.com"]
-    }
-
-    condition {
-      test     = "ArnEquals"
-      variable = "aws:SourceArn"
-      values   = [local.features_bucket_arn]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [data.aws_caller_identity.current.account_id]
     }
   }
 }
@@ -79,8 +68,8 @@ resource "aws_sqs_queue" "dead_letter" {
   message_retention_seconds = var.dead_letter_retention_seconds
   kms_master_key_id         = aws_kms_key.queue.arn
 
-  # One data key serves many messages for up to an hour, which keeps KMS
-  # requests (and their cost) low at a billion rows a day.
+  # SQS reuses a data key for up to an hour, so KMS sees a few requests an
+  # hour instead of one per message.
   kms_data_key_reuse_period_seconds = 3600
 
   tags = var.tags
