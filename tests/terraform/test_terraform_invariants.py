@@ -375,13 +375,17 @@ class Image:
 
 
 def selected(selection: dict, image: Image) -> bool:
+    """Tell whether a rule's tag selection matches an image: with tagPrefixList,
+    every prefix must match one of the image's tags."""
     status = selection["tagStatus"]
     if status == "untagged":
         return not image.tags
     if status == "any":
         return True
     prefixes = selection.get("tagPrefixList", [])
-    return any(tag.startswith(prefix) for tag in image.tags for prefix in prefixes)
+    return bool(image.tags) and all(
+        any(tag.startswith(prefix) for tag in image.tags) for prefix in prefixes
+    )
 
 
 def expire(rules: list[dict], images: list[Image]) -> set[str]:
