@@ -29,6 +29,9 @@ def terraform_bin() -> str:
 @pytest.fixture(scope="session")
 def provider_mirror() -> tuple[Path, str]:
     mirror = find_provider_mirror()
+    override = os.environ.get("CTR_TF_PROVIDER_MIRROR")
+    if mirror is None and override:
+        pytest.skip(f"CTR_TF_PROVIDER_MIRROR={override} contains no hashicorp/aws provider")
     if mirror is None:
         pytest.skip(
             "no filesystem mirror of the hashicorp/aws provider was found (searched "
