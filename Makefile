@@ -82,3 +82,9 @@ pipeline-promote: $(STAMP) ## Promote to ENV (staging: the pushed image; prod: w
 
 ci-local: $(STAMP) ## Run the pipeline's jobs in order on this machine (local registry, API stand-in)
 	./scripts/ci-local.sh
+
+# Infrastructure ---------------------------------------------------------------
+
+.PHONY: tf-check
+tf-check: $(STAMP) ## Terraform: fmt, offline init and validate, terraform test, checkov, invariants
+	$(PYTEST) tests/terraform $(PYTEST_ARGS)
