@@ -33,9 +33,11 @@ def all_scopes(environment: str):
     return list(module_instances(env_root(environment)).values())
 
 
-def queue_scope(environment: str):
-    (scope,) = instances_of(env_root(environment), MODULES_DIR / "queue")
-    return scope
+def queue_scopes(environment: str):
+    """Return every instance of the queue module: the main queue and the comparison queue."""
+    scopes = instances_of(env_root(environment), MODULES_DIR / "queue")
+    assert scopes, f"{environment} has no instance of modules/queue"
+    return scopes
 
 
 def as_int(value, where: str) -> int:
@@ -98,6 +100,9 @@ def test_every_queue_has_dead_letter_queue(environment):
     )
     assert "platform.eks.karpenter_interruption" in checked, (
         f"Karpenter's queue was not found; checked {checked}"
+    )
+    assert "platform.s3_comparison_queue.scoring" in checked, (
+        f"the S3 comparison queue was not found; checked {checked}"
     )
 
 
@@ -210,26 +215,26 @@ def test_visibility_timeout_covers_configmap_heartbeat(environment):
             "timeout is checked against the worker's built-in default only"
         )
     heartbeat, origin = found
-    scope = queue_scope(environment)
 
-    visibility = as_int(
-        scope.resolve(
-            scope.module.resources[("aws_sqs_queue", "scoring")]["visibility_timeout_seconds"]
-        ),
-        "visibility timeout",
-    )
-    terraform_heartbeat = as_int(
-        scope.resolve("${var.worker_heartbeat_seconds}"), "worker_heartbeat_seconds"
-    )
+    for scope in queue_scopes(environment):
+        visibility = as_int(
+            scope.resolve(
+                scope.module.resources[("aws_sqs_queue", "scoring")]["visibility_timeout_seconds"]
+            ),
+            f"visibility timeout of {scope.address}",
+        )
+        terraform_heartbeat = as_int(
+            scope.resolve("${var.worker_heartbeat_seconds}"), "worker_heartbeat_seconds"
+        )
 
-    assert visibility >= 3 * heartbeat, (
-        f"{environment}: the scoring queue's visibility timeout is {visibility} s, less than three "
-        f"heartbeats of {heartbeat} s ({origin})"
-    )
-    assert terraform_heartbeat == heartbeat, (
-        f"{environment}: Terraform assumes a {terraform_heartbeat} s heartbeat, {origin} sets {heartbeat} s; "
-        f"update worker_heartbeat_seconds in terraform/envs/{environment}/main.tf"
-    )
+        assert visibility >= 3 * heartbeat, (
+            f"{environment}: the visibility timeout of {scope.address} is {visibility} s, less "
+            f"than three heartbeats of {heartbeat} s ({origin})"
+        )
+        assert terraform_heartbeat == heartbeat, (
+            f"{environment}: {scope.address} assumes a {terraform_heartbeat} s heartbeat, {origin} "
+            f"sets {heartbeat} s; update worker_heartbeat_seconds in terraform/envs/{environment}/main.tf"
+        )
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
@@ -237,19 +242,19 @@ def test_visibility_timeout_covers_worker_default_heartbeat(environment):
     from ctr_inference.worker import WorkerConfig
 
     defaults = {field.name: field.default for field in dataclasses.fields(WorkerConfig)}
-    scope = queue_scope(environment)
 
-    visibility = as_int(
-        scope.resolve(
-            scope.module.resources[("aws_sqs_queue", "scoring")]["visibility_timeout_seconds"]
-        ),
-        "visibility timeout",
-    )
+    for scope in queue_scopes(environment):
+        visibility = as_int(
+            scope.resolve(
+                scope.module.resources[("aws_sqs_queue", "scoring")]["visibility_timeout_seconds"]
+            ),
+            f"visibility timeout of {scope.address}",
+        )
 
-    assert visibility >= 3 * defaults["heartbeat_seconds"], (
-        f"{environment}: visibility timeout {visibility} s is less than three of the worker's default "
-        f"{defaults['heartbeat_seconds']} s heartbeats"
-    )
+        assert visibility >= 3 * defaults["heartbeat_seconds"], (
+            f"{environment}: visibility timeout {visibility} s of {scope.address} is less than "
+            f"three of the worker's default {defaults['heartbeat_seconds']} s heartbeats"
+        )
 
 
 # Buckets ---------------------------------------------------------------------------------
@@ -502,23 +507,45 @@ def test_ecr_lifecycle_simulation_detects_unsheltered_promotions():
 # Identities --------------------------------------------------------------------------------
 
 IDENTITIES_DIR = MODULES_DIR / "identities"
+SCORING_ROLES_DIR = MODULES_DIR / "scoring-roles"
 WORKER_SQS_ACTIONS = {
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibility",
     "sqs:GetQueueAttributes",
 }
-# An object ARN may end in a wildcard only below a fixed prefix, such as features/*.
-SCOPED_OBJECT_ARN = re.compile(r"^\$\{var\.[a-z_]+\}/[a-z0-9-]+/\*$")
+# An object ARN may end in a wildcard only below a fixed prefix, such as
+# features/*, or below predictions_prefix, whose validation rejects wildcards
+# and empty values.
+SCOPED_OBJECT_ARN = re.compile(
+    r"^\$\{var\.[a-z_]+\}/(?:[a-z0-9-]+/|\$\{var\.predictions_prefix\})\*$"
+)
+# The module calls of scoring-roles in the platform, and the queue each must get.
+SCORING_ROLE_CALLS = {
+    "scoring_roles": "${module.queue.queue_arn}",
+    "s3_comparison_roles": "${module.s3_comparison_queue[0].queue_arn}",
+}
+WORKLOAD_DOCUMENTS = [
+    (IDENTITIES_DIR, "keda"),
+    (IDENTITIES_DIR, "keda_assume"),
+    (SCORING_ROLES_DIR, "worker"),
+    (SCORING_ROLES_DIR, "worker_assume"),
+    (SCORING_ROLES_DIR, "dispatch"),
+    (SCORING_ROLES_DIR, "dispatch_assume"),
+]
 
 
-def policy_document(name: str) -> dict:
-    return load_module(IDENTITIES_DIR).data[("aws_iam_policy_document", name)]
+def policy_document(name: str, module_dir=SCORING_ROLES_DIR) -> dict:
+    return load_module(module_dir).data[("aws_iam_policy_document", name)]
 
 
-@pytest.mark.parametrize("document", ["worker", "keda", "worker_assume", "keda_assume"])
-def test_worker_and_keda_policies_have_no_wildcards(document):
-    for statement in policy_statements(policy_document(document)):
+@pytest.mark.parametrize(
+    ("module_dir", "document"),
+    WORKLOAD_DOCUMENTS,
+    ids=[f"{path.name}/{name}" for path, name in WORKLOAD_DOCUMENTS],
+)
+def test_workload_policies_have_no_wildcards(module_dir, document):
+    for statement in policy_statements(policy_document(document, module_dir)):
         sid = statement.get("sid", "?")
         for action in as_list(statement.get("actions")):
             assert "*" not in action, f"{document}/{sid}: wildcard action {action}"
@@ -533,47 +560,55 @@ def test_worker_and_keda_policies_have_no_wildcards(document):
             )
 
 
-def test_worker_policy_documents_are_the_attached_ones():
-    module = load_module(IDENTITIES_DIR)
+def test_predictions_prefix_rejects_wildcards():
+    validation = load_module(SCORING_ROLES_DIR).variables["predictions_prefix"]["validation"]
+    condition = as_list(validation)[0]["condition"]
+    pattern = re.search(r'regex\("(.+)", var\.predictions_prefix\)', condition).group(1)
+    pattern = pattern.replace("\\\\", "\\")
 
-    assert (
-        module.resources[("aws_iam_role", "worker")]["assume_role_policy"]
-        == "${data.aws_iam_policy_document.worker_assume.json}"
-    )
-    assert (
-        module.resources[("aws_iam_role_policy", "worker")]["policy"]
-        == "${data.aws_iam_policy_document.worker.json}"
-    )
-    assert (
-        module.resources[("aws_iam_role", "keda")]["assume_role_policy"]
-        == "${data.aws_iam_policy_document.keda_assume.json}"
-    )
-    assert (
-        module.resources[("aws_iam_role_policy", "keda")]["policy"]
-        == "${data.aws_iam_policy_document.keda.json}"
-    )
-    for attachment in module.resources_of_type("aws_iam_role_policy_attachment").values():
-        assert "worker" not in attachment["role"], (
-            f"a managed policy is attached to {attachment['role']}"
-        )
-        assert "keda" not in attachment["role"], (
-            f"a managed policy is attached to {attachment['role']}"
-        )
+    for good in ("predictions/", "comparisons/s3-source/predictions/"):
+        assert re.search(pattern, good), f"{good!r} must be a valid predictions_prefix"
+    for bad in ("", "*", "predictions/*", "predictions", "/predictions/", "a//"):
+        assert not re.search(pattern, bad), f"{bad!r} must be rejected as predictions_prefix"
 
 
-def test_worker_has_no_dead_letter_permission():
+def test_workload_policy_documents_are_the_attached_ones():
+    scoring = load_module(SCORING_ROLES_DIR)
     identities = load_module(IDENTITIES_DIR)
-    platform = load_module(MODULES_DIR / "platform")
-    call = platform.module_calls["identities"]
 
-    assert call["queue_arn"] == "${module.queue.queue_arn}", f"the worker gets {call['queue_arn']}"
-    for argument, value in call.items():
-        assert "dead_letter" not in str(value), (
-            f"identities.{argument} passes a dead-letter queue: {value}"
+    for module, role in ((scoring, "worker"), (scoring, "dispatch"), (identities, "keda")):
+        assert (
+            module.resources[("aws_iam_role", role)]["assume_role_policy"]
+            == f"${{data.aws_iam_policy_document.{role}_assume.json}}"
+        ), role
+        assert (
+            module.resources[("aws_iam_role_policy", role)]["policy"]
+            == f"${{data.aws_iam_policy_document.{role}.json}}"
+        ), role
+    for module in (scoring, identities):
+        assert not module.resources_of_type("aws_iam_role_policy_attachment"), (
+            f"a managed policy is attached in {module.path.name}"
         )
-    for name in identities.variables:
-        assert "dead_letter" not in name, f"identities has a variable {name}"
-        assert "dlq" not in name, f"identities has a variable {name}"
+
+
+def test_scoring_roles_have_no_dead_letter_permission():
+    platform = load_module(MODULES_DIR / "platform")
+    scoring = load_module(SCORING_ROLES_DIR)
+
+    for call_name, queue_arn in SCORING_ROLE_CALLS.items():
+        call = platform.module_calls[call_name]
+        assert call["source"] == "../scoring-roles"
+        assert call["queue_arn"] == queue_arn, f"{call_name} gets {call['queue_arn']}"
+        for argument, value in call.items():
+            assert "dead_letter" not in str(value), (
+                f"{call_name}.{argument} passes a dead-letter queue: {value}"
+            )
+    for argument, value in platform.module_calls["identities"].items():
+        assert "dead_letter" not in str(value), f"identities.{argument} passes {value}"
+    for module in (scoring, load_module(IDENTITIES_DIR)):
+        for name in module.variables:
+            assert "dead_letter" not in name, f"{module.path.name} has a variable {name}"
+            assert "dlq" not in name, f"{module.path.name} has a variable {name}"
 
     for statement in policy_statements(policy_document("worker")):
         sqs_actions = {
@@ -586,24 +621,87 @@ def test_worker_has_no_dead_letter_permission():
             assert as_list(statement["resources"]) == ["${var.queue_arn}"], statement["resources"]
 
 
-def test_worker_cannot_delete_data():
-    for statement in policy_statements(policy_document("worker")):
+def test_dispatcher_only_sends_to_its_queue():
+    sqs_statements = [
+        statement
+        for statement in policy_statements(policy_document("dispatch"))
+        if any(action.startswith("sqs:") for action in as_list(statement["actions"]))
+    ]
+
+    assert len(sqs_statements) == 1, sqs_statements
+    (statement,) = sqs_statements
+    assert as_list(statement["actions"]) == ["sqs:SendMessage"]
+    assert as_list(statement["resources"]) == ["${var.queue_arn}"]
+
+
+def test_dispatcher_reads_features_and_own_run_files_only():
+    objects, listed = set(), set()
+    for statement in policy_statements(policy_document("dispatch")):
+        actions = set(as_list(statement["actions"]))
+        if actions & {"s3:GetObject", "s3:PutObject"}:
+            objects |= {
+                (action, resource)
+                for action in actions
+                for resource in as_list(statement["resources"])
+            }
+        if "s3:ListBucket" in actions:
+            (condition,) = as_list(statement["condition"])
+            assert condition["variable"] == "s3:prefix", statement["sid"]
+            listed |= {
+                (resource, value)
+                for resource in as_list(statement["resources"])
+                for value in as_list(condition["values"])
+            }
+
+    assert objects == {
+        ("s3:GetObject", "${var.features_bucket_arn}/features/*"),
+        ("s3:GetObject", "${var.predictions_bucket_arn}/${var.predictions_prefix}*"),
+        ("s3:PutObject", "${var.predictions_bucket_arn}/${var.predictions_prefix}*"),
+    }
+    assert listed == {
+        ("${var.features_bucket_arn}", "features/*"),
+        ("${var.predictions_bucket_arn}", "${var.predictions_prefix}*"),
+    }
+
+
+def test_worker_writes_only_below_its_prefix():
+    writes = [
+        statement
+        for statement in policy_statements(policy_document("worker"))
+        if "s3:PutObject" in as_list(statement["actions"])
+    ]
+
+    assert [as_list(statement["resources"]) for statement in writes] == [
+        ["${var.predictions_bucket_arn}/${var.predictions_prefix}*"]
+    ]
+
+
+@pytest.mark.parametrize("document", ["worker", "dispatch"])
+def test_scoring_roles_cannot_delete_data(document):
+    for statement in policy_statements(policy_document(document)):
         for action in as_list(statement["actions"]):
             assert not action.startswith(
                 ("s3:Delete", "s3:PutBucket", "sqs:Purge", "sqs:Delete" + "Queue")
             ), action
 
 
-def test_keda_assumes_only_worker_role():
-    (statement,) = policy_statements(policy_document("keda"))
+def test_keda_assumes_only_worker_roles():
+    (statement,) = policy_statements(policy_document("keda", IDENTITIES_DIR))
+    argument = load_module(MODULES_DIR / "platform").module_calls["identities"]["worker_role_arns"]
+    referenced = re.findall(r"module\.(\w+)(?:\[\*\])?\.(\w+)", argument)
 
     assert as_list(statement["actions"]) == ["sts:AssumeRole"]
-    assert as_list(statement["resources"]) == ["${aws_iam_role.worker.arn}"]
+    assert as_list(statement["resources"]) == ["${var.worker_role_arns}"]
+    assert set(referenced) == {
+        ("scoring_roles", "worker_role_arn"),
+        ("s3_comparison_roles", "worker_role_arn"),
+    }, argument
 
 
-def test_worker_role_trusts_worker_and_keda_only():
+def trust_of(document: str) -> tuple[set, set]:
+    """Return the :sub values and the AWS principals that a trust policy admits."""
     subjects, aws_principals = set(), set()
-    for statement in policy_statements(policy_document("worker_assume")):
+    for statement in policy_statements(policy_document(document)):
         for principal in as_list(statement["principals"]):
             if principal["type"] == "AWS":
                 aws_principals |= set(as_list(principal["identifiers"]))
@@ -611,13 +709,30 @@ def test_worker_role_trusts_worker_and_keda_only():
             if condition["variable"].endswith(":sub"):
                 assert condition["test"] == "StringEquals", "the subject must match exactly"
                 subjects |= set(as_list(condition["values"]))
+    return subjects, aws_principals
+
+
+def test_worker_role_trusts_worker_and_keda_only():
+    subjects, aws_principals = trust_of("worker_assume")
 
     assert subjects == {"${local.worker_subject}", "${local.keda_subject}"}
-    assert aws_principals == {"${aws_iam_role.keda.arn}"}
+    assert aws_principals == {"${var.keda_role_arn}"}
 
 
-def test_every_web_identity_statement_checks_subject_and_audience():
-    module = load_module(IDENTITIES_DIR)
+def test_dispatch_role_trusts_dispatcher_only():
+    subjects, aws_principals = trust_of("dispatch_assume")
+
+    assert subjects == {"${local.dispatch_subject}"}
+    assert aws_principals == set()
+
+
+@pytest.mark.parametrize(
+    "module_dir",
+    [IDENTITIES_DIR, SCORING_ROLES_DIR, MODULES_DIR / "eks"],
+    ids=lambda path: path.name,
+)
+def test_every_web_identity_statement_checks_subject_and_audience(module_dir):
+    module = load_module(module_dir)
     for name, document in module.data_of_type("aws_iam_policy_document").items():
         for statement in policy_statements(document):
             if "sts:AssumeRoleWithWebIdentity" not in as_list(statement.get("actions")):
@@ -687,6 +802,22 @@ def test_only_incoming_prefix_notifies_queue():
         ]
         assert prefix == "incoming/"
         assert all(event.startswith("s3:ObjectCreated:") for event in as_list(queue["events"]))
+
+
+def test_one_queue_owns_bucket_notifications():
+    platform = load_module(MODULES_DIR / "platform")
+    queue_module = load_module(MODULES_DIR / "queue")
+    default = queue_module.variables["receive_s3_notifications"]["default"]
+    receiving = [
+        name
+        for name, call in platform.module_calls.items()
+        if call["source"] == "../queue" and call.get("receive_s3_notifications", default) is True
+    ]
+
+    assert receiving == ["queue"], (
+        "exactly one queue may own the feature bucket's notification configuration, "
+        f"found {receiving}"
+    )
 
 
 def test_queue_policy_admits_only_feature_bucket():

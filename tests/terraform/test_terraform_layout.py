@@ -22,6 +22,7 @@ EXPECTED_MODULES = {
     "storage",
     "registry",
     "identities",
+    "scoring-roles",
     "alarms",
     "platform",
 }
@@ -31,6 +32,7 @@ GITOPS_OUTPUTS = {
     "queue_url",
     "dead_letter_queue_url",
     "worker_role_arn",
+    "dispatch_role_arn",
     "keda_role_arn",
     "karpenter_controller_role_arn",
     "karpenter_node_role_name",
@@ -42,6 +44,7 @@ GITOPS_OUTPUTS = {
     "registry_url",
     "ci_role_arn",
     "worker_config",
+    "s3_comparison",
 }
 
 

@@ -24,6 +24,9 @@ module "platform" {
   predictions_retention_days = 90
   keep_promoted_images       = 100
 
+  # The prod overlay runs no S3 model source comparison.
+  s3_comparison_enabled = false
+
   circleci_org_id            = var.circleci_org_id
   circleci_project_ids       = var.circleci_project_ids
   circleci_oidc_provider_arn = var.circleci_oidc_provider_arn

@@ -23,6 +23,10 @@ module "platform" {
   predictions_retention_days = 31
   keep_promoted_images       = 100
 
+  # The staging overlay lists gitops/components/s3-comparison, which needs
+  # its own queue and roles.
+  s3_comparison_enabled = true
+
   circleci_org_id            = var.circleci_org_id
   circleci_project_ids       = var.circleci_project_ids
   circleci_oidc_provider_arn = var.circleci_oidc_provider_arn

@@ -28,6 +28,11 @@ output "worker_role_arn" {
   value       = module.platform.worker_role_arn
 }
 
+output "dispatch_role_arn" {
+  description = "eks.amazonaws.com/role-arn annotation of the ctr-dispatch service account."
+  value       = module.platform.dispatch_role_arn
+}
+
 output "keda_role_arn" {
   description = "eks.amazonaws.com/role-arn annotation of the KEDA operator's service account."
   value       = module.platform.keda_role_arn
@@ -91,4 +96,9 @@ output "alarm_topic_arn" {
 output "worker_config" {
   description = "ctr-worker ConfigMap entries that come from the infrastructure, keyed by environment variable name."
   value       = module.platform.worker_config
+}
+
+output "s3_comparison" {
+  description = "Queue, roles and predictions prefix of the S3 model source comparison (ctr-worker-s3 and ctr-dispatch-s3); null fields when it is off."
+  value       = module.platform.s3_comparison
 }

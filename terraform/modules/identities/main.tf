@@ -1,7 +1,8 @@
-# IAM roles of the workloads: the inference worker (IRSA), KEDA (which with
-# identityOwner: workload scales on queue depth with the worker's role), and
-# CircleCI (OIDC federation, no stored keys). Karpenter's roles are in the eks
-# module, next to the cluster resources they refer to.
+# IAM roles of the platform's singletons: KEDA's operator (which with
+# identityOwner: workload scales on queue depth with each worker's role) and
+# CircleCI (OIDC federation, no stored keys). The worker and dispatcher roles
+# of each scoring stack are in the scoring-roles module; Karpenter's roles are
+# in the eks module, next to the cluster resources they refer to.
 
 data "aws_partition" "current" {}
 
@@ -11,8 +12,7 @@ locals {
   partition = data.aws_partition.current.partition
   region    = data.aws_region.current.name
 
-  worker_subject = "system:serviceaccount:${var.worker_namespace}:${var.worker_service_account}"
-  keda_subject   = "system:serviceaccount:${var.keda_namespace}:${var.keda_service_account}"
+  keda_subject = "system:serviceaccount:${var.keda_namespace}:${var.keda_service_account}"
 
   circleci_issuer       = "oidc.circleci.com/org/${var.circleci_org_id}"
   circleci_provider_arn = var.circleci_oidc_provider_arn != null ? var.circleci_oidc_provider_arn : aws_iam_openid_connect_provider.circleci[0].arn
@@ -45,7 +45,7 @@ data "aws_iam_policy_document" "keda_assume" {
 }
 
 # The role gives the KEDA operator pod its web identity token. It can do one
-# thing with it: assume the worker role.
+# thing with it: assume the worker roles.
 resource "aws_iam_role" "keda" {
   name               = "${var.name}-keda-operator"
   assume_role_policy = data.aws_iam_policy_document.keda_assume.json
@@ -55,172 +55,16 @@ resource "aws_iam_role" "keda" {
 
 data "aws_iam_policy_document" "keda" {
   statement {
-    sid       = "AssumeWorkerRole"
+    sid       = "AssumeWorkerRoles"
     actions   = ["sts:AssumeRole"]
-    resources = [aws_iam_role.worker.arn]
+    resources = var.worker_role_arns
   }
 }
 
 resource "aws_iam_role_policy" "keda" {
-  name   = "assume-worker-role"
+  name   = "assume-worker-roles"
   role   = aws_iam_role.keda.id
   policy = data.aws_iam_policy_document.keda.json
-}
-
-# Worker -----------------------------------------------------------------------------------
-
-# KEDA's aws pod identity provider (KEDA 2.13 and later) first calls
-# AssumeRoleWithWebIdentity on the workload's role with its own token and falls
-# back to AssumeRole with its own role. Both paths are open to the KEDA
-# operator and to nobody else.
-data "aws_iam_policy_document" "worker_assume" {
-  statement {
-    sid     = "WorkerServiceAccount"
-    actions = ["sts:AssumeRoleWithWebIdentity"]
-
-    principals {
-      type        = "Federated"
-      identifiers = [var.oidc_provider_arn]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "${var.oidc_issuer}:sub"
-      values   = [local.worker_subject]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "${var.oidc_issuer}:aud"
-      values   = ["sts.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid     = "KedaOperatorServiceAccount"
-    actions = ["sts:AssumeRoleWithWebIdentity"]
-
-    principals {
-      type        = "Federated"
-      identifiers = [var.oidc_provider_arn]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "${var.oidc_issuer}:sub"
-      values   = [local.keda_subject]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "${var.oidc_issuer}:aud"
-      values   = ["sts.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid     = "KedaOperatorRole"
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "AWS"
-      identifiers = [aws_iam_role.keda.arn]
-    }
-  }
-}
-
-resource "aws_iam_role" "worker" {
-  name               = "${var.name}-worker"
-  assume_role_policy = data.aws_iam_policy_document.worker_assume.json
-
-  tags = var.tags
-}
-
-data "aws_iam_policy_document" "worker" {
-  # GetQueueAttributes is what KEDA's aws-sqs-queue scaler calls with this role.
-  statement {
-    sid = "ConsumeScoringQueue"
-    actions = [
-      "sqs:ReceiveMessage",
-      "sqs:DeleteMessage",
-      "sqs:ChangeMessageVisibility",
-      "sqs:GetQueueAttributes",
-    ]
-    resources = [var.queue_arn]
-  }
-
-  statement {
-    sid       = "DecryptScoringQueueMessages"
-    actions   = ["kms:Decrypt"]
-    resources = [var.queue_kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["sqs.${local.region}.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid     = "ReadFeaturePartitions"
-    actions = ["s3:GetObject"]
-    resources = [
-      "${var.features_bucket_arn}/features/*",
-      "${var.features_bucket_arn}/incoming/*",
-    ]
-  }
-
-  # Without list permission S3 answers a GET on a missing key with 403, and the
-  # worker could not tell a missing partition from a denied one. The bucket
-  # holds only partitions, so listing it reveals nothing beyond them.
-  statement {
-    sid       = "ListFeaturePartitions"
-    actions   = ["s3:ListBucket"]
-    resources = [var.features_bucket_arn]
-  }
-
-  statement {
-    sid       = "ReadModelStore"
-    actions   = ["s3:GetObject"]
-    resources = ["${var.models_bucket_arn}/models/*"]
-  }
-
-  # Bundles are downloaded by listing <store>/<name>/<version>/.
-  statement {
-    sid       = "ListModelStore"
-    actions   = ["s3:ListBucket"]
-    resources = [var.models_bucket_arn]
-
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["models/*"]
-    }
-  }
-
-  statement {
-    sid       = "WritePredictions"
-    actions   = ["s3:PutObject"]
-    resources = ["${var.predictions_bucket_arn}/predictions/*"]
-  }
-
-  statement {
-    sid       = "UseDataKeyThroughS3"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [var.data_kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["s3.${local.region}.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role_policy" "worker" {
-  name   = "score-partitions"
-  role   = aws_iam_role.worker.id
-  policy = data.aws_iam_policy_document.worker.json
 }
 
 # CircleCI -------------------------------------------------------------------------------

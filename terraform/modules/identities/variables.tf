@@ -1,6 +1,6 @@
 variable "name" {
   type        = string
-  description = "Prefix of the IAM role names, for example ctr-staging."
+  description = "Prefix of the IAM role names, for example ctr-staging: the roles are <name>-keda-operator and <name>-circleci."
 }
 
 variable "cluster_name" {
@@ -23,18 +23,6 @@ variable "oidc_issuer" {
   description = "OIDC issuer of the cluster without https://, the prefix of the :sub and :aud condition keys."
 }
 
-variable "worker_namespace" {
-  type        = string
-  description = "Namespace of the inference Deployment."
-  default     = "ctr"
-}
-
-variable "worker_service_account" {
-  type        = string
-  description = "Service account of the inference workers; its eks.amazonaws.com/role-arn annotation names the worker role."
-  default     = "ctr-worker"
-}
-
 variable "keda_namespace" {
   type        = string
   description = "Namespace of the KEDA operator."
@@ -47,24 +35,19 @@ variable "keda_service_account" {
   default     = "keda-operator"
 }
 
-variable "queue_arn" {
-  type        = string
-  description = "ARN of the scoring queue. Pass the scoring queue only: the worker gets no permission on the dead-letter queue."
-}
+variable "worker_role_arns" {
+  type        = list(string)
+  description = "ARNs of the worker roles that the KEDA operator may assume to read their queues' depth (identityOwner: workload)."
 
-variable "queue_kms_key_arn" {
-  type        = string
-  description = "ARN of the KMS key that encrypts the scoring queue."
+  validation {
+    condition     = length(var.worker_role_arns) > 0
+    error_message = "worker_role_arns must list at least one worker role."
+  }
 }
 
 variable "features_bucket_arn" {
   type        = string
   description = "ARN of the feature bucket."
-}
-
-variable "predictions_bucket_arn" {
-  type        = string
-  description = "ARN of the predictions bucket."
 }
 
 variable "models_bucket_arn" {

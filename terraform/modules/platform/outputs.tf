@@ -25,7 +25,12 @@ output "dead_letter_queue_url" {
 
 output "worker_role_arn" {
   description = "ARN of the worker role: eks.amazonaws.com/role-arn annotation of the ctr-worker service account."
-  value       = module.identities.worker_role_arn
+  value       = module.scoring_roles.worker_role_arn
+}
+
+output "dispatch_role_arn" {
+  description = "ARN of the dispatcher role: eks.amazonaws.com/role-arn annotation of the ctr-dispatch service account."
+  value       = module.scoring_roles.dispatch_role_arn
 }
 
 output "keda_role_arn" {
@@ -94,6 +99,19 @@ output "worker_config" {
     AWS_REGION         = data.aws_region.current.name
     QUEUE_URL          = module.queue.queue_url
     PREDICTIONS_BUCKET = module.storage.predictions_bucket
+    PREDICTIONS_PREFIX = module.scoring_roles.predictions_prefix
     MODEL_STORE_URI    = module.storage.model_store_uri
+    FEATURES_BUCKET    = module.storage.features_bucket
+  }
+}
+
+output "s3_comparison" {
+  description = "The S3 model source comparison: queue_url and predictions_prefix go to QUEUE_URL and PREDICTIONS_PREFIX of the ctr-worker-s3 ConfigMap, the role ARNs to the ctr-worker-s3 and ctr-dispatch-s3 service accounts. Every field is null while s3_comparison_enabled is false."
+  value = {
+    queue_url             = one(module.s3_comparison_queue[*].queue_url)
+    dead_letter_queue_url = one(module.s3_comparison_queue[*].dead_letter_queue_url)
+    worker_role_arn       = one(module.s3_comparison_roles[*].worker_role_arn)
+    dispatch_role_arn     = one(module.s3_comparison_roles[*].dispatch_role_arn)
+    predictions_prefix    = one(module.s3_comparison_roles[*].predictions_prefix)
   }
 }

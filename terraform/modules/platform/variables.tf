@@ -100,6 +100,12 @@ variable "keep_promoted_images" {
   default     = 100
 }
 
+variable "s3_comparison_enabled" {
+  type        = bool
+  description = "Create the AWS side of the S3 model source comparison (gitops/components/s3-comparison): the queue ctr-<environment>-scoring-s3 with its own dead-letter queue, and the roles ctr-<environment>-worker-s3 and ctr-<environment>-dispatch-s3. Turn it on exactly where an overlay lists that component."
+  default     = false
+}
+
 variable "circleci_org_id" {
   type        = string
   description = "CircleCI organization ID (UUID)."

@@ -1,15 +1,16 @@
-# The scoring queue and its dead-letter queue. The dispatcher sends one score
-# request per feature partition; the feature bucket sends S3 event
-# notifications for partitions that land under incoming/. Workers delete a
-# message only after its output is written, so a message that keeps failing
-# moves to the dead-letter queue after max_receive_count receives.
+# A scoring queue and its dead-letter queue. The dispatcher sends one score
+# request per feature partition; with receive_s3_notifications, the feature
+# bucket also sends S3 event notifications for partitions that land under
+# incoming/. Workers delete a message only after its output is written, so a
+# message that keeps failing moves to the dead-letter queue after
+# max_receive_count receives.
 
 data "aws_caller_identity" "current" {}
 
 data "aws_partition" "current" {}
 
 locals {
-  features_bucket_arn = "arn:${data.aws_partition.current.partition}:s3:::${var.features_bucket_name}"
+  features_bucket_arn = var.receive_s3_notifications ? "arn:${data.aws_partition.current.partition}:s3:::${var.features_bucket_name}" : null
 
   # The only prefix whose new objects become queue messages; the worker
   # rejects S3 events for any other prefix.
@@ -35,14 +36,18 @@ data "aws_iam_policy_document" "queue_key" {
 
   # S3 must encrypt the event notifications it sends to the queue. Which
   # bucket may send at all is up to the queue policy (FeatureBucketSendsNotifications).
-  statement {
-    sid       = "S3EncryptsNotifications"
-    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
-    resources = ["*"]
+  dynamic "statement" {
+    for_each = var.receive_s3_notifications ? ["S3EncryptsNotifications"] : []
 
-    principals {
-      type        = "Service"
-      identifiers = ["s3.amazonaws.com"]
+    content {
+      sid       = statement.value
+      actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+      resources = ["*"]
+
+      principals {
+        type        = "Service"
+        identifiers = ["s3.amazonaws.com"]
+      }
     }
   }
 }
@@ -111,7 +116,34 @@ resource "aws_sqs_queue_redrive_allow_policy" "dead_letter" {
 
 # Queue policies ------------------------------------------------------------------------
 
+# Denies plain HTTP. This is the whole policy of a queue that receives no S3
+# notifications: it names no principal that may send, so IAM policies in the
+# account decide who may.
+data "aws_iam_policy_document" "scoring_queue_transport" {
+  statement {
+    sid       = "DenyUnencryptedTransport"
+    effect    = "Deny"
+    actions   = ["sqs:*"]
+    resources = [aws_sqs_queue.scoring.arn]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
 data "aws_iam_policy_document" "scoring_queue" {
+  count = var.receive_s3_notifications ? 1 : 0
+
+  source_policy_documents = [data.aws_iam_policy_document.scoring_queue_transport.json]
+
   statement {
     sid       = "FeatureBucketSendsNotifications"
     actions   = ["sqs:SendMessage"]
@@ -134,29 +166,11 @@ data "aws_iam_policy_document" "scoring_queue" {
       values   = [data.aws_caller_identity.current.account_id]
     }
   }
-
-  statement {
-    sid       = "DenyUnencryptedTransport"
-    effect    = "Deny"
-    actions   = ["sqs:*"]
-    resources = [aws_sqs_queue.scoring.arn]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
 }
 
 resource "aws_sqs_queue_policy" "scoring" {
   queue_url = aws_sqs_queue.scoring.id
-  policy    = data.aws_iam_policy_document.scoring_queue.json
+  policy    = var.receive_s3_notifications ? data.aws_iam_policy_document.scoring_queue[0].json : data.aws_iam_policy_document.scoring_queue_transport.json
 }
 
 data "aws_iam_policy_document" "dead_letter_queue" {
@@ -188,8 +202,11 @@ resource "aws_sqs_queue_policy" "dead_letter" {
 
 # S3 checks that it may send to the queue when the notification is saved, so
 # the queue policy and the key policy come first. This resource owns the
-# feature bucket's whole notification configuration.
+# feature bucket's whole notification configuration, so only one queue of the
+# platform may set receive_s3_notifications.
 resource "aws_s3_bucket_notification" "incoming" {
+  count = var.receive_s3_notifications ? 1 : 0
+
   bucket = var.features_bucket_name
 
   queue {

@@ -63,9 +63,21 @@ variable "dead_letter_retention_seconds" {
   }
 }
 
+variable "receive_s3_notifications" {
+  type        = bool
+  description = "Let the feature bucket send S3 event notifications for incoming/*.parquet to this queue. The notification resource owns the bucket's whole notification configuration, so at most one queue per bucket may set it."
+  default     = true
+}
+
 variable "features_bucket_name" {
   type        = string
-  description = "Name of the feature bucket, whose incoming/ prefix sends S3 event notifications to the scoring queue."
+  description = "Name of the feature bucket, whose incoming/ prefix sends S3 event notifications to the scoring queue. Required with receive_s3_notifications; unused without."
+  default     = null
+
+  validation {
+    condition     = var.features_bucket_name != null || !var.receive_s3_notifications
+    error_message = "features_bucket_name is required when receive_s3_notifications is true."
+  }
 }
 
 variable "tags" {

@@ -1,6 +1,6 @@
 variable "repository_name" {
   type        = string
-  description = "Name of the ECR repository of the inference images, for example ctr/inference. Tags follow <model>-v<version>-<git short sha>."
+  description = "Name of the ECR repository of the inference images, for example ctr-model. Tags follow <model>-v<version>-<git short sha>."
 
   validation {
     condition     = can(regex("^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$", var.repository_name))

@@ -76,6 +76,15 @@ locals {
         noncurrent_expiration_days = null
         abort_upload_days          = null
       },
+      # Side-by-side runs, such as the S3 model source comparison in staging.
+      {
+        id                         = "expire-comparisons"
+        prefix                     = "comparisons/"
+        transitions                = []
+        expiration_days            = var.comparisons_retention_days
+        noncurrent_expiration_days = null
+        abort_upload_days          = null
+      },
     ]
     # Model bundles and MLflow artifacts never expire: a GitOps revert or an
     # old run may need any of them. Only overwritten versions expire.

@@ -52,6 +52,17 @@ variable "predictions_retention_days" {
   }
 }
 
+variable "comparisons_retention_days" {
+  type        = number
+  description = "Days after which outputs under comparisons/ in the predictions bucket (side-by-side runs that only feed a comparison report) expire."
+  default     = 31
+
+  validation {
+    condition     = var.comparisons_retention_days >= 1
+    error_message = "comparisons_retention_days must be at least 1."
+  }
+}
+
 variable "noncurrent_version_retention_days" {
   type        = number
   description = "Days that the versioned buckets (raw logs, models, MLflow artifacts) keep a version after it was overwritten or deleted."

@@ -42,4 +42,14 @@ run "applies_with_mocked_provider" {
     condition     = length(output.bucket_names) == 5
     error_message = "Expected five data buckets."
   }
+
+  assert {
+    condition     = output.worker_config.FEATURES_BUCKET == output.bucket_names["features"]
+    error_message = "FEATURES_BUCKET must be the feature bucket."
+  }
+
+  assert {
+    condition     = alltrue([for value in values(output.s3_comparison) : value == null])
+    error_message = "Prod runs no S3 model source comparison, so it must create no queue or roles for one."
+  }
 }

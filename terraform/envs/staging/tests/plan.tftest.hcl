@@ -42,4 +42,19 @@ run "applies_with_mocked_provider" {
     condition     = length(output.bucket_names) == 5
     error_message = "Expected five data buckets."
   }
+
+  assert {
+    condition     = output.worker_config.FEATURES_BUCKET == output.bucket_names["features"]
+    error_message = "FEATURES_BUCKET must be the feature bucket."
+  }
+
+  assert {
+    condition     = output.s3_comparison.queue_url != null && output.s3_comparison.queue_url != output.queue_url
+    error_message = "Staging runs the S3 model source comparison, which needs a queue of its own."
+  }
+
+  assert {
+    condition     = output.s3_comparison.worker_role_arn != null && output.s3_comparison.dispatch_role_arn != null
+    error_message = "The comparison Deployment and its dispatcher need roles of their own."
+  }
 }

@@ -12,14 +12,12 @@ variables {
   cluster_arn                 = "arn:aws:eks:us-east-1:123456789012:cluster/ctr-test"
   oidc_provider_arn           = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE"
   oidc_issuer                 = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE"
-  queue_arn                   = "arn:aws:sqs:us-east-1:123456789012:ctr-test-scoring"
-  queue_kms_key_arn           = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000001"
+  worker_role_arns            = ["arn:aws:iam::123456789012:role/ctr-test-worker"]
   features_bucket_arn         = "arn:aws:s3:::ctr-test-features-123456789012"
-  predictions_bucket_arn      = "arn:aws:s3:::ctr-test-predictions-123456789012"
   models_bucket_arn           = "arn:aws:s3:::ctr-test-models-123456789012"
   mlflow_artifacts_bucket_arn = "arn:aws:s3:::ctr-test-mlflow-artifacts-123456789012"
   data_kms_key_arn            = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000002"
-  repository_arn              = "arn:aws:ecr:us-east-1:123456789012:repository/ctr/inference"
+  repository_arn              = "arn:aws:ecr:us-east-1:123456789012:repository/ctr-model"
   circleci_org_id             = "00000000-0000-4000-8000-000000000000"
   circleci_project_ids        = ["00000000-0000-4000-8000-000000000001"]
 }
@@ -73,4 +71,14 @@ run "rejects_malformed_org_id" {
   }
 
   expect_failures = [var.circleci_org_id]
+}
+
+run "rejects_empty_worker_role_list" {
+  command = plan
+
+  variables {
+    worker_role_arns = []
+  }
+
+  expect_failures = [var.worker_role_arns]
 }

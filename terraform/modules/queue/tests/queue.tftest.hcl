@@ -60,19 +60,59 @@ run "notifications_only_for_incoming_parquet" {
   command = plan
 
   assert {
-    condition     = length(aws_s3_bucket_notification.incoming.queue) == 1
+    condition     = length(aws_s3_bucket_notification.incoming[0].queue) == 1
     error_message = "The feature bucket must send exactly one kind of notification."
   }
 
   assert {
-    condition     = aws_s3_bucket_notification.incoming.queue[0].filter_prefix == "incoming/"
+    condition     = aws_s3_bucket_notification.incoming[0].queue[0].filter_prefix == "incoming/"
     error_message = "Only objects under incoming/ may notify the scoring queue."
   }
 
   assert {
-    condition     = aws_s3_bucket_notification.incoming.queue[0].filter_suffix == ".parquet"
+    condition     = aws_s3_bucket_notification.incoming[0].queue[0].filter_suffix == ".parquet"
     error_message = "Only Parquet partitions may notify the scoring queue."
   }
+}
+
+run "queue_without_notifications_leaves_bucket_alone" {
+  command = apply
+
+  variables {
+    name                     = "ctr-test-scoring-s3"
+    receive_s3_notifications = false
+    features_bucket_name     = null
+  }
+
+  assert {
+    condition     = length(aws_s3_bucket_notification.incoming) == 0
+    error_message = "A queue without S3 notifications must not own the feature bucket's notification configuration."
+  }
+
+  assert {
+    condition     = jsondecode(aws_sqs_queue_redrive_policy.scoring.redrive_policy).deadLetterTargetArn == aws_sqs_queue.dead_letter.arn
+    error_message = "A queue without S3 notifications still needs its own dead-letter queue."
+  }
+
+  assert {
+    condition     = jsondecode(aws_sqs_queue_redrive_policy.scoring.redrive_policy).maxReceiveCount >= 5
+    error_message = "maxReceiveCount must be at least 5 on every scoring queue."
+  }
+
+  assert {
+    condition     = aws_sqs_queue.scoring.kms_master_key_id != null && aws_sqs_queue.dead_letter.kms_master_key_id != null
+    error_message = "Both queues must be encrypted."
+  }
+}
+
+run "rejects_notifications_without_bucket" {
+  command = plan
+
+  variables {
+    features_bucket_name = null
+  }
+
+  expect_failures = [var.features_bucket_name]
 }
 
 run "rejects_max_receive_count_below_five" {

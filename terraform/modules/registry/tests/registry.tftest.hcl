@@ -5,7 +5,7 @@ mock_provider "aws" {
 }
 
 variables {
-  repository_name = "ctr/inference"
+  repository_name = "ctr-model"
 }
 
 run "immutable_scanned_encrypted" {
