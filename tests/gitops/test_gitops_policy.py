@@ -367,7 +367,8 @@ def test_node_pools_fit_their_workloads(rendered, environment):
     for node_class in find(docs, "EC2NodeClass"):
         tag = node_class["spec"]["subnetSelectorTerms"][0]["tags"]["karpenter.sh/discovery"]
         assert tag == f"ctr-{environment}"
-        assert node_class["spec"]["role"].endswith(f"ctr-{environment}")
+        # Terraform names the node role <cluster>-karpenter-node.
+        assert node_class["spec"]["role"] == f"ctr-{environment}-karpenter-node"
 
 
 def test_prod_node_pool_holds_max_workers(rendered):
