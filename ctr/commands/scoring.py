@@ -17,6 +17,10 @@ def register(subparsers) -> None:
                           help="default: $FEATURES_BUCKET")
     dispatch.add_argument("--predictions-bucket", default=os.environ.get("PREDICTIONS_BUCKET"),
                           help="default: $PREDICTIONS_BUCKET")
+    dispatch.add_argument("--predictions-prefix",
+                          default=os.environ.get("PREDICTIONS_PREFIX", "predictions/"),
+                          help="key prefix of the outputs in the predictions bucket "
+                               "(default: $PREDICTIONS_PREFIX or predictions/)")
     dispatch.add_argument("--force", action="store_true", help="queue partitions that already have an output")
     dispatch.set_defaults(handler=run_dispatch)
 
@@ -34,6 +38,7 @@ def run_dispatch(args) -> int:
         if not getattr(args, option):
             raise CtrError(f"--{option.replace('_', '-')} is required (or its environment variable)")
     result = dispatch(boto3.client("s3"), boto3.client("sqs"), args.queue_url, args.features_bucket,
-                      args.predictions_bucket, args.dt, args.model_name, args.model_version, force=args.force)
+                      args.predictions_bucket, args.dt, args.model_name, args.model_version, force=args.force,
+                      predictions_prefix=args.predictions_prefix)
     print(f"run {result.run_id}: {len(result.sent)} partitions queued, {len(result.skipped)} already scored")
     return 0

@@ -6,7 +6,12 @@ import logging
 from dataclasses import dataclass
 
 from ctr_inference.errors import CtrError
-from ctr_inference.messages import ScoreRequest, make_request, split_s3_uri
+from ctr_inference.messages import (
+    DEFAULT_PREDICTIONS_PREFIX,
+    ScoreRequest,
+    make_request,
+    split_s3_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +49,11 @@ def existing_outputs(s3, request: ScoreRequest) -> set[str]:
 def dispatch(
     s3, sqs, queue_url: str, features_bucket: str, predictions_bucket: str, dt: str,
     model_name: str, model_version: str, force: bool = False,
+    predictions_prefix: str = DEFAULT_PREDICTIONS_PREFIX,
 ) -> DispatchResult:
     """Send one score request per feature partition of ``dt``.
 
+    Outputs go under ``predictions_prefix`` in the predictions bucket.
     Partitions that already have an output in the run are skipped unless
     ``force``, so running the dispatcher twice queues nothing new.
 
@@ -56,7 +63,8 @@ def dispatch(
     partitions = feature_partitions(s3, features_bucket, dt)
     if not partitions:
         raise CtrError(f"no feature partitions under s3://{features_bucket}/features/dt={dt}/")
-    requests = [make_request(uri, dt, model_name, model_version, predictions_bucket)
+    requests = [make_request(uri, dt, model_name, model_version, predictions_bucket,
+                             predictions_prefix)
                 for uri in partitions]
     done = set() if force else existing_outputs(s3, requests[0])
 

@@ -52,9 +52,23 @@ def partition_name(key: str) -> str:
     return name[: -len(".parquet")] if name.endswith(".parquet") else name
 
 
-def run_prefix(predictions_bucket: str, dt: str, run_id: str) -> str:
-    """Return the ``s3://`` prefix that holds one run's outputs, manifest and markers."""
-    return f"s3://{predictions_bucket}/predictions/dt={dt}/run={run_id}/"
+DEFAULT_PREDICTIONS_PREFIX = "predictions/"
+
+
+def run_prefix(predictions_bucket: str, dt: str, run_id: str,
+               predictions_prefix: str = DEFAULT_PREDICTIONS_PREFIX) -> str:
+    """Return the ``s3://`` prefix that contains one run's outputs, manifest and markers.
+
+    ``predictions_prefix`` is the key prefix of one scoring stack (PREDICTIONS_PREFIX
+    of its ConfigMap); the IAM roles of the stack may write below it only.
+
+    Raises:
+        MessageError: the prefix does not end with "/" or starts with "/".
+    """
+    if not predictions_prefix.endswith("/") or predictions_prefix.startswith("/"):
+        raise MessageError(f"invalid predictions prefix {predictions_prefix!r}: expected "
+                           "key segments that end with '/', such as predictions/")
+    return f"s3://{predictions_bucket}/{predictions_prefix}dt={dt}/run={run_id}/"
 
 
 @dataclass(frozen=True)
@@ -90,13 +104,14 @@ class ScoreRequest:
 
 
 def make_request(
-    input_uri: str, dt: str, model_name: str, model_version: str, predictions_bucket: str
+    input_uri: str, dt: str, model_name: str, model_version: str, predictions_bucket: str,
+    predictions_prefix: str = DEFAULT_PREDICTIONS_PREFIX,
 ) -> ScoreRequest:
     """Build the request that scores ``input_uri`` in the run of ``dt`` and ``model_version``."""
     _, key = split_s3_uri(input_uri)
     partition = partition_name(key)
     run_id = run_id_for(dt, model_version)
-    output = run_prefix(predictions_bucket, dt, run_id) + f"{partition}.parquet"
+    output = run_prefix(predictions_bucket, dt, run_id, predictions_prefix) + f"{partition}.parquet"
     return ScoreRequest(run_id, dt, partition, input_uri, output, model_name, str(model_version))
 
 

@@ -22,6 +22,21 @@ def test_request_round_trip_and_deterministic_output():
     assert request.output_uri == "s3://predictions/predictions/dt=2026-12-03/run=2026-12-03.v4/part-00007.parquet"
 
 
+def test_request_output_under_predictions_prefix():
+    request = make_request("s3://features/features/dt=2026-12-03/part-00007.parquet", "2026-12-03",
+                           "ctr-criteo", "4", "predictions", "comparisons/s3-source/predictions/")
+
+    assert request.output_uri == ("s3://predictions/comparisons/s3-source/predictions/"
+                                  "dt=2026-12-03/run=2026-12-03.v4/part-00007.parquet")
+
+
+@pytest.mark.parametrize("prefix", ["predictions", "/predictions/", ""])
+def test_request_rejects_invalid_predictions_prefix(prefix):
+    with pytest.raises(MessageError, match="invalid predictions prefix"):
+        make_request("s3://features/features/dt=2026-12-03/part-00007.parquet", "2026-12-03",
+                     "ctr-criteo", "4", "predictions", prefix)
+
+
 @pytest.mark.parametrize("body, message", [
     ("not json", "not JSON"),
     (json.dumps({"type": "other"}), "not a ctr.score-request"),
