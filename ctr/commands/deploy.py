@@ -69,7 +69,8 @@ def register(subparsers) -> None:
 def _add_repository_options(parser) -> None:
     parser.add_argument("--repo", type=Path, default=Path("."), help="git working tree (default: .)")
     parser.add_argument("--skip-image-check", action="store_true",
-                        help="do not look the image up in its registry first")
+                        help="do not contact the image's registry: neither check that the image "
+                             "exists nor add the promoted-<tag> tag that keeps it from expiring")
     parser.add_argument("--push", action="store_true",
                         help="push the commit to the remote branch (rebasing when another push won)")
     parser.add_argument("--remote", default="origin", help="remote for --push (default: origin)")

@@ -8,6 +8,7 @@ DeployError
  ├── PromotionNotFoundError     no promotion matches the request
  ├── NotAPromotionError         a named commit is not a promotion of the environment
  ├── ImageNotFoundError         the registry returned that an image does not exist
+ ├── ImageTagConflictError      an immutable tag already names another image
  ├── RegistryUnavailableError   the registry could not be asked
  └── ClusterUnreachableError    the Kubernetes API could not be reached
 """
@@ -47,6 +48,10 @@ class NotAPromotionError(DeployError):
 
 class ImageNotFoundError(DeployError):
     """The registry was reached and has no image with this reference."""
+
+
+class ImageTagConflictError(DeployError):
+    """The registry keeps tags immutable, and the tag to add already names another image."""
 
 
 class RegistryUnavailableError(DeployError):

@@ -48,6 +48,11 @@ class ImageReference:
         return (match.group("model"), match.group("version")) if match else None
 
 
+def is_valid_tag(tag: str) -> bool:
+    """Tell whether ``tag`` is a valid image tag under the OCI distribution rules."""
+    return bool(_TAG.match(tag))
+
+
 def parse_image_reference(text: str) -> ImageReference:
     """Parse an image reference.
 

@@ -18,6 +18,12 @@ trailers that ``history`` and ``rollback`` parse::
 
 ``[skip ci]`` keeps the commit from starting another pipeline: CircleCI skips
 pushes whose head commit message contains it.
+
+Before it commits, a promotion (and a rollback, for the image it returns to)
+adds the tag ``promoted-<tag>`` to the image in its registry. The ECR
+lifecycle policy keeps the newest images with that tag and expires other
+tagged images after a month, so an image that an overlay, or a revert of one,
+can name stays in the registry.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from ctr.deploy.errors import (
 from ctr.deploy.gitrepo import Commit, GitRepository
 from ctr.deploy.images import ImageReference
 from ctr.deploy.overlay import Release, overlay_file, read_release, write_release
-from ctr.deploy.registry import RegistryClient
+from ctr.deploy.registry import RegistryClient, promoted_tag
 
 logger = logging.getLogger(__name__)
 
@@ -91,21 +97,28 @@ class ModelFacts:
 
 def promote(repo: GitRepository, environment: str, image: ImageReference, facts: ModelFacts,
             registry: RegistryClient | None = None, verify_image: bool = True) -> str | None:
-    """Pin ``image`` in the environment's overlay and commit it; return the commit SHA.
+    """Tag ``image`` as promoted, pin it in the environment's overlay and commit; return the SHA.
 
+    With ``verify_image`` False the registry is not contacted at all: the
+    image is neither looked up nor tagged.
     Returns None, and commits nothing, when the environment already runs the image.
 
     Raises:
         DirtyWorkingTreeError: tracked files have uncommitted changes.
-        ImageReferenceError: the image has no tag or no digest.
+        ImageReferenceError: the image has no tag or no digest, or its tag is too long
+            for the promoted tag.
         ImageNotFoundError: the registry was reached and does not have the image.
+        ImageTagConflictError: the promoted tag names another image already.
         OverlayError: the overlay or its release block is missing.
     """
     repo.require_clean()
     if not image.digest or not image.tag:
         raise ImageReferenceError(f"image {image} needs a tag and a digest to be promoted")
     if verify_image:
-        _check_image_exists(registry or RegistryClient(), image, "promote")
+        registry = registry or RegistryClient()
+        _check_image_exists(registry, image, "promote")
+        # Tag first: a commit whose image then expired would break a later rollback.
+        _add_promoted_tag(registry, image)
 
     path = overlay_file(repo.root, environment)
     text = path.read_text()
@@ -265,7 +278,9 @@ def rollback(repo: GitRepository, environment: str, commit: str = "",
 
     restored = current_release(repo, environment, f"{target.commit}^")
     if verify_image:
-        _check_image_exists(registry or RegistryClient(), restored.image, "roll back to")
+        registry = registry or RegistryClient()
+        _check_image_exists(registry, restored.image, "roll back to")
+        _add_promoted_tag(registry, restored.image)
 
     facts = facts_of_release(repo, environment, restored)
     message = rollback_message(environment, target, restored, facts)
@@ -310,6 +325,17 @@ def rollback_message(environment: str, target: Deployment, restored: Release,
         f"Model-Version: {facts.version}\n"
         f"{run_trailer}"
     )
+
+
+def _add_promoted_tag(registry: RegistryClient, image: ImageReference) -> None:
+    """Add ``promoted-<tag>`` to the image; only warn when the registry cannot be reached."""
+    tag = promoted_tag(image)
+    try:
+        registry.add_tag(image, tag)
+    except RegistryUnavailableError as error:
+        logger.warning("cannot add the tag %s to %s (%s); the ECR lifecycle policy expires an "
+                       "image without it after its age limit, so add the tag before then",
+                       tag, image, error)
 
 
 def _check_image_exists(registry: RegistryClient, image: ImageReference, action: str) -> None:

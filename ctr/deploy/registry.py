@@ -1,4 +1,4 @@
-"""Ask an image registry whether an image exists, for its digest and for its labels.
+"""Ask an image registry whether an image exists, for its digest and its labels, and tag it.
 
 Two kinds of registry are supported:
 
@@ -11,10 +11,16 @@ Two kinds of registry are supported:
 
 ``RegistryUnavailableError`` means "could not ask", never "the image is
 missing": callers decide whether they can go on without an answer.
+
+``add_tag`` gives an image one more tag without pulling it. ``ctr deploy
+promote`` uses it to mark every image it pins in an overlay with
+``promoted-<tag>``, the tag that the ECR lifecycle policy in
+``terraform/modules/registry`` keeps.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -23,8 +29,13 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from ctr.deploy.errors import ImageNotFoundError, ImageReferenceError, RegistryUnavailableError
-from ctr.deploy.images import ImageReference
+from ctr.deploy.errors import (
+    ImageNotFoundError,
+    ImageReferenceError,
+    ImageTagConflictError,
+    RegistryUnavailableError,
+)
+from ctr.deploy.images import ImageReference, is_valid_tag
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +47,10 @@ MANIFEST_TYPES = (
 )
 INDEX_TYPES = MANIFEST_TYPES[0], MANIFEST_TYPES[2]
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# Prefix of the tag that a promotion adds. It must equal promoted_tag_prefix
+# of terraform/modules/registry, whose lifecycle policy keeps the newest images
+# with such a tag and expires other tagged images by age (a test compares them).
+PROMOTED_TAG_PREFIX = "promoted-"
 _ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
@@ -60,8 +75,6 @@ class RegistryClient:
         digest = headers.get("Docker-Content-Digest", "")
         if not digest:
             # Some registries omit the header on HEAD; the body's hash is the digest.
-            import hashlib
-
             body, _ = self._get_manifest(image, image.digest or image.tag)
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
         return digest
@@ -100,6 +113,43 @@ class RegistryClient:
         config = json.loads(self._request(image, f"/v2/{image.repository}/blobs/{config_digest}")[0])
         return dict(config.get("config", {}).get("Labels") or {})
 
+    def add_tag(self, image: ImageReference, tag: str) -> None:
+        """Point ``tag`` at the manifest that ``image``'s digest names, in the same repository.
+
+        The manifest is uploaded again byte for byte under the new tag, so the
+        digest does not change and no layer is copied. Tagging an image again
+        with a tag it already has changes nothing.
+
+        Raises:
+            ImageReferenceError: the image has no digest, or ``tag`` is not a valid tag.
+            ImageNotFoundError: the registry has no manifest with the image's digest.
+            ImageTagConflictError: the registry keeps tags immutable and ``tag`` names
+                another image already.
+            RegistryUnavailableError: the registry could not be asked, or refused the upload.
+        """
+        if not image.digest:
+            raise ImageReferenceError(f"image {image} needs a digest to be tagged")
+        if not is_valid_tag(tag):
+            raise ImageReferenceError(f"invalid tag {tag!r} for {image.name}: at most 128 letters, "
+                                      "digits, '_', '.' and '-', not starting with '.' or '-'")
+        if not image.registry:
+            raise RegistryUnavailableError(f"image {image} names no registry host")
+        if _ECR_HOST.match(image.registry):
+            self._ecr_add_tag(image, tag)
+            return
+
+        body, headers = self._get_manifest(image, image.digest)
+        if "sha256:" + hashlib.sha256(body).hexdigest() != image.digest:
+            raise RegistryUnavailableError(f"registry {image.registry} returned a manifest whose "
+                                           f"digest is not {image.digest}")
+        media_type = _header(headers, "Content-Type") or json.loads(body).get("mediaType", "")
+        if media_type not in MANIFEST_TYPES:
+            raise RegistryUnavailableError(f"manifest of {image} has the unsupported media type "
+                                           f"{media_type!r}")
+        self._request(image, f"/v2/{image.repository}/manifests/{tag}", method="PUT", data=body,
+                      content_type=media_type)
+        logger.info("tagged %s as %s", image, tag)
+
     # OCI distribution API -------------------------------------------------------
 
     def _get_manifest(self, image: ImageReference, reference: str, method: str = "GET"):
@@ -109,12 +159,15 @@ class RegistryClient:
                              accept=", ".join(MANIFEST_TYPES))
 
     def _request(self, image: ImageReference, path: str, method: str = "GET", accept: str = "",
-                 token: str = "") -> tuple[bytes, dict]:
+                 token: str = "", data: bytes | None = None,
+                 content_type: str = "") -> tuple[bytes, dict]:
         scheme = "http" if _is_loopback(image.registry) else "https"
         url = f"{scheme}://{image.registry}{path}"
-        request = urllib.request.Request(url, method=method)
+        request = urllib.request.Request(url, data=data, method=method)
         if accept:
             request.add_header("Accept", accept)
+        if content_type:
+            request.add_header("Content-Type", content_type)
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:
@@ -126,7 +179,7 @@ class RegistryClient:
             challenge = error.headers.get("WWW-Authenticate", "")
             if error.code == 401 and not token and challenge.lower().startswith("bearer "):
                 token = self._anonymous_token(challenge, image)
-                return self._request(image, path, method, accept, token)
+                return self._request(image, path, method, accept, token, data, content_type)
             raise RegistryUnavailableError(
                 f"registry {image.registry} returned {error.code} {error.reason} for {url}"
             ) from error
@@ -156,12 +209,16 @@ class RegistryClient:
 
     # Amazon ECR -----------------------------------------------------------------
 
-    def _ecr_digest(self, image: ImageReference) -> str:
+    def _ecr_client(self, image: ImageReference):
         import boto3
+
+        return boto3.client("ecr", region_name=_ECR_HOST.match(image.registry).group("region"))
+
+    def _ecr_digest(self, image: ImageReference) -> str:
         import botocore.exceptions
 
         match = _ECR_HOST.match(image.registry)
-        client = boto3.client("ecr", region_name=match.group("region"))
+        client = self._ecr_client(image)
         image_id = {"imageDigest": image.digest} if image.digest else {"imageTag": image.tag}
         try:
             response = client.describe_images(registryId=match.group("account"),
@@ -173,6 +230,62 @@ class RegistryClient:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise RegistryUnavailableError(f"cannot query ECR for {image}: {error}") from error
         return response["imageDetails"][0]["imageDigest"]
+
+    def _ecr_add_tag(self, image: ImageReference, tag: str) -> None:
+        """Tag an ECR image with BatchGetImage and PutImage; ECR's API has no call that only tags.
+
+        ECR accepts a new tag on an existing digest even in a repository with
+        immutable tags; only moving an existing tag is refused.
+        NOTE: tested against moto's ECR emulation only, not against ECR itself.
+        """
+        import botocore.exceptions
+
+        account = _ECR_HOST.match(image.registry).group("account")
+        client = self._ecr_client(image)
+        try:
+            found = client.batch_get_image(registryId=account, repositoryName=image.repository,
+                                           imageIds=[{"imageDigest": image.digest}],
+                                           acceptedMediaTypes=list(MANIFEST_TYPES))
+            if not found["images"]:
+                failures = "; ".join(f.get("failureReason", "?") for f in found.get("failures", []))
+                raise ImageNotFoundError(f"ECR repository {image.repository} has no {image}: "
+                                         f"{failures}")
+            manifest = found["images"][0]
+            arguments = {"imageManifestMediaType": manifest["imageManifestMediaType"]} \
+                if manifest.get("imageManifestMediaType") else {}
+            client.put_image(registryId=account, repositoryName=image.repository,
+                             imageManifest=manifest["imageManifest"], imageTag=tag,
+                             imageDigest=image.digest, **arguments)
+        except client.exceptions.ImageAlreadyExistsException:
+            logger.info("%s already has the tag %s", image, tag)
+            return
+        except client.exceptions.ImageTagAlreadyExistsException as error:
+            raise ImageTagConflictError(f"ECR repository {image.repository} keeps tags immutable "
+                                        f"and {tag} already names another image") from error
+        except client.exceptions.RepositoryNotFoundException as error:
+            raise ImageNotFoundError(f"ECR repository {image.repository} does not exist") from error
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise RegistryUnavailableError(f"cannot tag {image} as {tag} in ECR: {error}") from error
+        logger.info("tagged %s as %s", image, tag)
+
+
+def promoted_tag(image: ImageReference) -> str:
+    """Return the tag that marks ``image`` as promoted: ``promoted-<its tag>``.
+
+    Raises:
+        ImageReferenceError: the image has no tag.
+    """
+    if not image.tag:
+        raise ImageReferenceError(f"image {image} has no tag to derive the promoted tag from")
+    return PROMOTED_TAG_PREFIX + image.tag
+
+
+def _header(headers: dict, name: str) -> str:
+    """Return a response header by case-insensitive name, without parameters such as charset."""
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value.split(";", 1)[0].strip()
+    return ""
 
 
 def _is_loopback(registry: str) -> bool:
