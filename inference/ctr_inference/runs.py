@@ -47,6 +47,7 @@ from ctr_inference.messages import (
 from ctr_inference.storage import (
     delete_key,
     get_json,
+    is_not_found,
     is_precondition_failed,
     list_keys,
     put_json,
@@ -154,6 +155,32 @@ def list_run(s3, location: RunLocation) -> RunListing:
         else:
             listing.markers.add(name)
     return listing
+
+
+def output_exists(s3, location: RunLocation, partition: str) -> bool:
+    """Tell whether a partition's output exists, with one HEAD request."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=location.bucket, Key=location.output_key(partition))
+    except ClientError as error:
+        if is_not_found(error):
+            return False
+        raise
+    return True
+
+
+def first_missing_output(s3, location: RunLocation, expected, known: set[str]) -> str | None:
+    """Return the first expected partition without an output, or None when every one has an output.
+
+    ``known`` holds partitions already seen with an output; the others are
+    checked in sorted order, and those found are added to ``known``.
+    """
+    for partition in sorted(set(expected) - known):
+        if not output_exists(s3, location, partition):
+            return partition
+        known.add(partition)
+    return None
 
 
 # The plan -----------------------------------------------------------------------------

@@ -95,6 +95,7 @@ from ctr_inference.runs import (
     delete_failure,
     expected_partitions,
     finalize_run,
+    first_missing_output,
     list_run,
     pin_incoming_run,
     prediction_stats,
@@ -121,6 +122,8 @@ MIN_SAFE_MAX_RECEIVE_COUNT = 5
 MAX_EXTRA_MODELS = 2
 # How long a date's S3-event pin is trusted before it is read again.
 PIN_CACHE_SECONDS = 60.0
+# Runs whose plan and seen outputs a worker keeps in memory; older runs are read again if needed.
+RUNS_REMEMBERED = 16
 PARQUET_MAGIC = b"PAR1"
 # LightGBM imports scikit-learn whenever it is installed, for its estimator
 # classes, which the worker never uses; on a busy node that import adds many
@@ -292,6 +295,7 @@ class Worker:
         self._baked: Bundle | None = None
         self._scorers: dict[tuple[str, str], Scorer] = {}
         self._plans: dict[str, RunPlan] = {}
+        self._known_outputs: dict[str, set[str]] = {}
         self._pins: dict[str, tuple[float, dict | None]] = {}
 
     # Start-up -------------------------------------------------------------------------
@@ -525,16 +529,29 @@ class Worker:
                            ContentType="application/vnd.apache.parquet")
         return stats
 
-    def complete_run(self, request: ScoreRequest, log: PartitionLog) -> None:
+    def complete_run(self, request: ScoreRequest, lease: Lease, log: PartitionLog) -> None:
         """Finalize the request's run when every expected partition has an output.
 
-        Errors propagate, so the message is released and the check runs again
-        at the next delivery: a run is never left complete without a marker.
+        The worker remembers which outputs of a run it has seen: one listing
+        the first time, then a HEAD request per output it has not seen yet, in
+        order, stopping at the first one still missing. A check therefore
+        costs one request while the run is far from complete, not a listing
+        of the whole run. Errors propagate, so the message is released and
+        the check runs again at the next delivery: a complete run is never
+        left without a marker.
         """
         location = RunLocation.of_request(request)
-        listing = list_run(self.s3, location)
-        if request.partition in listing.failures:
+        known = self._known_outputs.get(request.run_id)
+        if known is None:
+            listing = list_run(self.s3, location)
+            known = listing.outputs
+            self._remember(self._known_outputs, request.run_id, known)
+            if request.partition in listing.failures:
+                delete_failure(self.s3, location, request.partition)
+        elif lease.receive_count > 1:
+            # An earlier delivery of this message may have left a failure record.
             delete_failure(self.s3, location, request.partition)
+        known.add(request.partition)
 
         plan = self._plans.get(request.run_id)
         fresh = plan is None
@@ -545,20 +562,28 @@ class Worker:
             log.debug("run has no plan and no incoming/ prefix, so its completion is not tracked")
             return
         if plan is not None:
-            self._plans[request.run_id] = plan
+            self._remember(self._plans, request.run_id, plan)
         expected = expected_partitions(self.s3, location, plan, incoming)
-        if not set(expected) <= listing.outputs:
+        if first_missing_output(self.s3, location, expected, known) is not None:
             return
         if not fresh:
             # A later dispatch may have added partitions since the plan was cached.
             plan = read_plan(self.s3, location)
-            self._plans[request.run_id] = plan
+            self._remember(self._plans, request.run_id, plan)
             expected = expected_partitions(self.s3, location, plan, incoming)
-            if not set(expected) <= listing.outputs:
+            if first_missing_output(self.s3, location, expected, known) is not None:
                 return
         completion = finalize_run(self.s3, location, expected, request.model_name, request.model_version,
                                   self.config.sanity, plan.dispatched_at if plan else "")
         self.metrics.runs_completed.labels(completion.state).inc()
+
+    @staticmethod
+    def _remember(cache: dict, run_id: str, value) -> None:
+        """Store per-run state, forgetting the oldest run beyond ``RUNS_REMEMBERED``."""
+        cache.pop(run_id, None)
+        cache[run_id] = value
+        while len(cache) > RUNS_REMEMBERED:
+            cache.pop(next(iter(cache)))
 
     def process_request(self, lease: Lease, request: ScoreRequest) -> None:
         """Score one partition end to end: model, input, predictions, output, run completion."""
@@ -579,7 +604,7 @@ class Worker:
                         "before writing", self.config.fault_delay_before_write_seconds)
             time.sleep(self.config.fault_delay_before_write_seconds)
         stats = self.write_output(request, predictions, scorer, started_at, time.monotonic() - started)
-        self.complete_run(request, log)
+        self.complete_run(request, lease, log)
 
         seconds = time.monotonic() - started
         self.durations.record(stats.rows, seconds)
