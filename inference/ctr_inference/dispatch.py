@@ -40,7 +40,7 @@ SQS_BATCH = 10
 
 @dataclass
 class DispatchResult:
-    """What one dispatch sent and skipped."""
+    """Partitions that one dispatch sent and skipped."""
 
     run_id: str
     sent: list[str]

@@ -63,7 +63,7 @@ class WorkerMetrics:
 
 
 class HealthState:
-    """What the probes report; the worker updates it, the HTTP threads read it."""
+    """State behind the probes: the worker updates it and the HTTP threads read it."""
 
     def __init__(self, stall_seconds: float, max_partition_seconds: float):
         self.stall_seconds = stall_seconds

@@ -99,7 +99,7 @@ class LeaseKeeper:
         self._on_change(len(self._leases))
 
     def delete(self, lease: Lease) -> bool:
-        """Delete the message if this worker still holds it; return whether it did.
+        """Delete the message if its lease is still held, and return whether it was deleted.
 
         Raises:
             botocore.exceptions.ClientError: SQS rejected the delete; the lease stays held.

@@ -10,9 +10,9 @@ A score request is a small versioned JSON document, one per feature partition::
 
 The output key depends only on the run and the partition, so a redelivered
 request overwrites the same object with the same content. S3 event
-notifications for ``incoming/`` objects are turned into the same document;
-their partition names start with ``incoming-`` so that they can never collide
-with a dispatched ``part-NNNNN`` partition of the same run.
+notifications for ``incoming/`` objects are turned into the same document.
+Their partition names start with ``incoming-``, so they do not collide with
+the dispatcher's ``part-NNNNN`` partitions of the same run.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def partition_name(key: str) -> str:
 
 
 def run_prefix(predictions_bucket: str, dt: str, run_id: str) -> str:
-    """Return the ``s3://`` prefix that holds one run's outputs, manifest and markers."""
+    """Return the ``s3://`` prefix that contains one run's outputs, manifest and markers."""
     return f"s3://{predictions_bucket}/predictions/dt={dt}/run={run_id}/"
 
 
@@ -181,7 +181,7 @@ class IncomingObject:
 
     @property
     def date_prefix(self) -> str:
-        """The ``s3://`` prefix that holds every incoming object of this date."""
+        """The ``s3://`` prefix that contains every incoming object of this date."""
         return f"s3://{self.bucket}/{self.key[: self.key.index(f'dt={self.dt}/') + len(self.dt) + 4]}"
 
 

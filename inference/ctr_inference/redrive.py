@@ -27,14 +27,15 @@ from ctr_inference.status import dead_letter_queue_url
 
 logger = logging.getLogger(__name__)
 
-# Dead-lettered messages stay invisible this long while the scan runs; the scan
-# stops at the first message it has already seen, so a longer scan only ends early.
+# Dead-lettered messages stay invisible this long while the scan runs. The scan
+# stops at the first message it has already seen, so a longer scan ends early
+# instead of looping.
 SCAN_VISIBILITY_SECONDS = 300
 
 
 @dataclass
 class RedriveResult:
-    """What one redrive moved and left."""
+    """Partitions that one redrive moved, and the messages it left."""
 
     run_id: str
     dead_letter_queue_url: str
@@ -56,7 +57,7 @@ def message_targets(body: str, s3=None, predictions_bucket: str = "") -> list[Ta
     """Return the partitions a message names, each with its run.
 
     An S3 event maps to the run its date is pinned to, which needs ``s3`` and
-    ``predictions_bucket``; an object of a date without a pin maps to no run.
+    ``predictions_bucket``. An object of a date without a pin maps to no run.
 
     Raises:
         MessageError: the body is neither a score request nor an S3 event.

@@ -134,7 +134,7 @@ class RunLocation:
 
 @dataclass
 class RunListing:
-    """What one listing of a run prefix found."""
+    """Names under one run prefix, sorted into outputs, failure records and markers."""
 
     outputs: set[str] = field(default_factory=set)
     failures: set[str] = field(default_factory=set)
@@ -173,7 +173,7 @@ def output_exists(s3, location: RunLocation, partition: str) -> bool:
 def first_missing_output(s3, location: RunLocation, expected, known: set[str]) -> str | None:
     """Return the first expected partition without an output, or None when every one has an output.
 
-    ``known`` holds partitions already seen with an output; the others are
+    ``known`` contains partitions already seen with an output; the others are
     checked in sorted order, and those found are added to ``known``.
     """
     for partition in sorted(set(expected) - known):
@@ -188,7 +188,7 @@ def first_missing_output(s3, location: RunLocation, expected, known: set[str]) -
 
 @dataclass
 class RunPlan:
-    """What the dispatcher queued for a run: its model version and its expected partitions."""
+    """The dispatcher's record of a run: its model version and its expected partitions."""
 
     run_id: str
     dt: str
@@ -562,7 +562,7 @@ def build_manifest(location: RunLocation, model_name: str, model_version: str,
 
 @dataclass
 class Completion:
-    """The result of finalizing a complete run."""
+    """Outcome and manifest of a finalized run."""
 
     state: str  # "succeeded" or "sanity_failed"
     manifest: dict

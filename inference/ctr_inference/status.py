@@ -18,9 +18,9 @@ from ctr_inference.runs import (
     SUCCESS,
     RunLocation,
     expected_partitions,
-    incoming_prefix_of,
     list_run,
     read_failures,
+    read_incoming_pin,
     read_output_stats,
     read_plan,
 )
@@ -94,7 +94,10 @@ def run_status(s3, predictions_bucket: str, run_id: str, sqs=None, queue_url: st
     location = RunLocation.of_run_id(predictions_bucket, run_id)
     listing = list_run(s3, location)
     plan = read_plan(s3, location)
-    incoming = incoming_prefix_of(s3, location)
+    pin = read_incoming_pin(s3, location.bucket, location.dt)
+    if pin and pin.get("run_id") != run_id:
+        pin = None
+    incoming = pin.get("incoming_prefix") if pin else None
     if plan is None and not incoming and not listing.outputs and not listing.failures:
         raise CtrError(f"run {run_id} not found: no plan, outputs or failures under {location.uri}")
 
@@ -118,7 +121,8 @@ def run_status(s3, predictions_bucket: str, run_id: str, sqs=None, queue_url: st
         starts = [item.started for item in stats.values() if item.started]
         ends = [item.finished for item in stats.values() if item.finished]
         first = min(starts) if starts else None
-        end = max(ends) if ends and not pending and not failed_names else now
+        # A run with nothing pending has stopped progressing: its clock stops at the last output.
+        end = max(ends) if ends and not pending else now
         elapsed = end - first if first is not None else None
         rows_per_second = round(rows / elapsed, 1) if elapsed else None
 
@@ -144,8 +148,12 @@ def run_status(s3, predictions_bucket: str, run_id: str, sqs=None, queue_url: st
         dlq = dead_letter_queue_url(sqs, queue_url)
         depth = queue_depth(sqs, dlq) if dlq else None
 
-    model_name = plan.model_name if plan else ""
-    model_version = plan.model_version if plan else run_id.partition(".v")[2]
+    if plan:
+        model_name, model_version = plan.model_name, plan.model_version
+    elif pin:
+        model_name, model_version = pin["model"]["name"], str(pin["model"]["version"])
+    else:
+        model_name, model_version = "", run_id.partition(".v")[2]
     return RunStatus(
         run_id=run_id, dt=location.dt, model_name=model_name, model_version=model_version, state=state,
         output_prefix=location.uri, expected=len(expected), done=len(done), failed=len(failed_names),

@@ -15,7 +15,7 @@ def is_not_found(error: Exception) -> bool:
 
 
 def is_precondition_failed(error: Exception) -> bool:
-    """Tell whether a botocore ``ClientError`` is S3's answer to a failed conditional write."""
+    """Tell whether a botocore ``ClientError`` reports a failed conditional write (HTTP 412)."""
     response = getattr(error, "response", None) or {}
     code = str(response.get("Error", {}).get("Code", ""))
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -1,11 +1,11 @@
 """The SQS inference worker: the container entrypoint of the inference Deployment.
 
-For each message: decode the score request (or the S3 event for an
-``incoming/`` object), download the input partition, score it with the run's
-model version, write the predictions to the request's deterministic output
-key, finalize the run when this was its last partition, and only then delete
-the message. While a message is held, a heartbeat extends its visibility
-timeout. A message that fails is released with a back-off and never deleted,
+For each message the worker decodes the score request (or the S3 event for
+an ``incoming/`` object) and downloads the input partition. It scores the
+partition with the run's model version and writes the predictions to the
+request's deterministic output key. It finalizes the run when this was its
+last partition, and only then deletes the message. While a message is held,
+a heartbeat extends its visibility timeout. A message that fails is released with a back-off and never deleted,
 so the queue's redrive policy moves it to the dead-letter queue after
 maxReceiveCount receives. On SIGTERM the worker stops receiving, finishes the
 partition it holds if it fits in the grace period or releases it, and exits 0.
@@ -125,10 +125,10 @@ PIN_CACHE_SECONDS = 60.0
 # Runs whose plan and seen outputs a worker keeps in memory; older runs are read again if needed.
 RUNS_REMEMBERED = 16
 PARQUET_MAGIC = b"PAR1"
-# LightGBM imports scikit-learn whenever it is installed, for its estimator
-# classes, which the worker never uses; on a busy node that import adds many
-# seconds to the start-up of every new pod. (pandas cannot be skipped the same
-# way: pyarrow's pandas shim fails on a blocked import.)
+# LightGBM imports scikit-learn whenever it is installed, for estimator classes
+# that the worker never uses. On a busy node that import adds many seconds to
+# the start-up of every new pod. pandas cannot be skipped the same way, because
+# pyarrow's pandas shim fails on a blocked import.
 SKIPPED_IMPORTS = ("sklearn",)
 
 
@@ -501,9 +501,9 @@ class Worker:
                      started_at: float, seconds: float) -> OutputStats:
         """Write the predictions to the request's output key in one PUT, with provenance.
 
-        The Parquet metadata records what produced the predictions; the S3 user
-        metadata adds rows, prediction statistics and timings, which the run
-        manifest and ``ctr status`` read without downloading the object.
+        The Parquet metadata records what produced the predictions. The S3 user
+        metadata adds rows, prediction statistics and timings, so the run
+        manifest and ``ctr status`` read them without downloading the object.
         """
         bundle = scorer.bundle
         provenance = {

@@ -204,14 +204,14 @@ class WorkerProcess:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return f"--- {self.name} (pid {self.pid}) ---\n" + "\n".join(text.splitlines()[-lines:])
 
-    def wait_for_record(self, predicate, timeout: float, what: str) -> dict:
+    def wait_for_record(self, predicate, timeout: float, description: str) -> dict:
         def found():
             if not self.running() and not any(predicate(r) for r in self.records()):
-                raise AssertionError(f"{self.name} exited with {self.process.returncode} before {what}\n"
+                raise AssertionError(f"{self.name} exited with {self.process.returncode} before {description}\n"
                                      + self.tail())
             return next((r for r in self.records() if predicate(r)), None)
 
-        return wait_until(found, timeout, f"{self.name}: {what}", diagnostics=self.tail)
+        return wait_until(found, timeout, f"{self.name}: {description}", diagnostics=self.tail)
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)

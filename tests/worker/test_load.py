@@ -43,7 +43,7 @@ def test_load_with_worker_killed(infra, pool, bundles, tmp_path):
     wait_until(lambda: len(list_run(infra.s3, location).outputs) >= KILL_AFTER_OUTPUTS, DEADLINE_SECONDS,
                f"{KILL_AFTER_OUTPUTS} outputs", interval=1, diagnostics=pool.tails)
 
-    # Prefer killing the victim while it holds a partition: its last record opens one.
+    # Prefer killing the victim in the middle of a partition, when its last record starts one.
     victim = workers[0]
     wait_until(lambda: "scoring partition" in (victim.records() or [{}])[-1].get("message", ""), 10,
                "victim in the middle of a partition", interval=0.05)

@@ -167,3 +167,6 @@ def test_s3_notifications_feed_pinned_run(infra, pool, bundles, tmp_path):
     assert infra.exists(location.bucket, location.key(SUCCESS))
     assert any("loaded model tiny version 1 from the model store" in r["message"] for r in second.records())
     assert_exactly_once(read_run_outputs(infra, run_id), np.concatenate([ids, late.column("row_id").to_numpy()]))
+    status = json.loads(run_cli("status", run_id, "--predictions-bucket", infra.predictions).stdout)
+    assert (status["model_name"], status["model_version"]) == ("tiny", "1")
+    assert (status["state"], status["expected"], status["done"], status["rows"]) == ("succeeded", 3, 3, 90)
