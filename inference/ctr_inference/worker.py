@@ -25,7 +25,8 @@ Configuration, from environment variables (a ConfigMap in Kubernetes):
 ``VISIBILITY_TIMEOUT_SECONDS``      visibility timeout set on receive and by each heartbeat (default 120)
 ``HEARTBEAT_SECONDS``               interval of visibility extensions, below the timeout (default 30)
 ``GRACE_SECONDS``                   drain time after SIGTERM, below the pod's grace period (default 50)
-``FAILURE_BACKOFF_SECONDS``         visibility timeout of a released failed message (default 5)
+``FAILURE_BACKOFF_SECONDS``         visibility timeout of a released failed message, doubled per receive
+                                    for S3/SQS and unexpected errors (default 5)
 ``MAX_PARTITION_SECONDS``           stop extending a message held this long; liveness fails (default 1800)
 ``MAX_RECEIVE_COUNT``               the redrive policy's maxReceiveCount; 0 reads it from the queue (default 0)
 ``EXIT_WHEN_IDLE_SECONDS``          exit 0 after this long without messages; 0 never (default 0)
@@ -125,6 +126,11 @@ PIN_CACHE_SECONDS = 60.0
 # Runs whose plan and seen outputs a worker keeps in memory; older runs are read again if needed.
 RUNS_REMEMBERED = 16
 PARQUET_MAGIC = b"PAR1"
+# Failures that may pass by themselves (an S3 or SQS outage, an unexpected
+# error). Their back-off doubles with each receive, so a short outage does not
+# use up maxReceiveCount and dead-letter healthy partitions.
+TRANSIENT_REASONS = ("storage_error", "internal_error")
+MAX_BACKOFF_SECONDS = 900
 # LightGBM imports scikit-learn whenever it is installed, for estimator classes
 # that the worker never uses. On a busy node that import adds many seconds to
 # the start-up of every new pod. pandas cannot be skipped the same way, because
@@ -249,6 +255,18 @@ def failure_reason(error: BaseException) -> str:
         if isinstance(error, kind):
             return reason
     return "internal_error"
+
+
+def failure_backoff(reason: str, receive_count: int, base_seconds: int) -> int:
+    """Return the visibility timeout of a released failed message, in seconds.
+
+    Input errors come back after ``base_seconds``, because waiting does not
+    fix them. Transient ones wait ``base_seconds * 2 ** (receive_count - 1)``,
+    at most ``MAX_BACKOFF_SECONDS``.
+    """
+    if reason not in TRANSIENT_REASONS:
+        return base_seconds
+    return min(MAX_BACKOFF_SECONDS, base_seconds * 2 ** max(0, receive_count - 1))
 
 
 class DurationModel:
@@ -673,7 +691,8 @@ class Worker:
                 write_failure(self.s3, RunLocation.of_request(request), record)
             except Exception as record_error:  # noqa: BLE001 - the release below matters more
                 PartitionLog(logger, fields).warning("could not write the failure record: %s", record_error)
-        if self.leases.release(lease, self.config.failure_backoff_seconds):
+        if self.leases.release(lease, failure_backoff(reason, lease.receive_count,
+                                                      self.config.failure_backoff_seconds)):
             self.metrics.released.labels("failure").inc()
 
     def run(self) -> int:

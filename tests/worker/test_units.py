@@ -26,7 +26,7 @@ from ctr_inference.messages import (
 )
 from ctr_inference.runs import OutputStats, SanityBounds, check_sanity
 from ctr_inference.status import RunStatus, format_seconds, progress_bar, render_text
-from ctr_inference.worker import DurationModel, WorkerConfig, failure_reason
+from ctr_inference.worker import DurationModel, WorkerConfig, failure_backoff, failure_reason
 
 
 def test_config_defaults_and_numbers():
@@ -183,3 +183,14 @@ def test_request_output_key_is_deterministic():
     second = make_request("s3://f/features/dt=2026-01-02/part-00003.parquet", "2026-01-02", "m", "7", "p")
     assert first.output_uri == second.output_uri
     assert first.output_uri == "s3://p/predictions/dt=2026-01-02/run=2026-01-02.v7/part-00003.parquet"
+
+
+@pytest.mark.parametrize("reason, receive_count, seconds", [
+    ("corrupt_parquet", 4, 5),
+    ("model_unavailable", 4, 5),
+    ("storage_error", 1, 5),
+    ("storage_error", 4, 40),
+    ("internal_error", 12, 900),
+])
+def test_failure_backoff_doubles_for_transient(reason, receive_count, seconds):
+    assert failure_backoff(reason, receive_count, 5) == seconds
