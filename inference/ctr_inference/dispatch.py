@@ -4,7 +4,8 @@ Before it queues anything, the dispatcher writes the run's plan (``_run.json``:
 model version and every expected partition) under the run prefix, so the
 worker that writes the last output can tell that the run is complete.
 Dispatching is idempotent: partitions that already have an output are skipped
-unless ``force`` is set.
+unless ``force`` is set. A forced dispatch starts a new generation of the run,
+so the outputs it replaces no longer count toward completion.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from ctr_inference.errors import CtrError
-from ctr_inference.messages import ScoreRequest, make_request, split_s3_uri
+from ctr_inference.messages import ScoreRequest, make_request, run_id_for, split_s3_uri
 from ctr_inference.runs import (
     RunLocation,
     RunPlan,
@@ -22,6 +23,7 @@ from ctr_inference.runs import (
     delete_failure,
     expected_partitions,
     finalize_run,
+    first_missing_output,
     incoming_prefix_of,
     list_run,
     read_plan,
@@ -120,21 +122,25 @@ def dispatch(
     partitions = feature_partitions(s3, features_bucket, dt)
     if not partitions:
         raise CtrError(f"no feature partitions under s3://{features_bucket}/features/dt={dt}/")
-    requests = [make_request(uri, dt, model_name, str(model_version), predictions_bucket)
+    run_id = run_id_for(dt, str(model_version))
+    location = RunLocation(predictions_bucket, dt, run_id)
+    previous = read_plan(s3, location)
+    generation = previous.generation if previous else 0
+    if force:
+        generation += 1
+    requests = [make_request(uri, dt, model_name, str(model_version), predictions_bucket, generation)
                 for uri in partitions]
-    location = RunLocation.of_request(requests[0])
     listing = list_run(s3, location)
     done = set() if force else listing.outputs
     pending = [r for r in requests if r.partition not in done]
     skipped = [r.partition for r in requests if r.partition in done]
 
     now = utc_now()
-    previous = read_plan(s3, location)
     plan = RunPlan(
         run_id=location.run_id, dt=dt, model_name=model_name, model_version=str(model_version),
         inputs={r.partition: r.input_uri for r in requests},
         dispatched_at=previous.dispatched_at if previous and not force else now,
-        last_dispatched_at=now,
+        last_dispatched_at=now, generation=generation,
     )
     write_plan(s3, location, plan)
 
@@ -149,9 +155,11 @@ def dispatch(
         sent = []
         if not listing.markers & {"_SUCCESS", "_FAILED"}:
             expected = expected_partitions(s3, location, plan, incoming_prefix_of(s3, location))
-            if set(expected) <= listing.outputs:
+            known = set() if generation else set(listing.outputs)
+            if first_missing_output(s3, location, expected, known, generation) is None:
                 completion = finalize_run(s3, location, expected, model_name, str(model_version),
-                                          bounds or SanityBounds.from_env(), plan.dispatched_at).state
+                                          bounds or SanityBounds.from_env(), plan.dispatched_at,
+                                          generation).state
     logger.info("dispatched run %s: %d partitions sent, %d already scored", location.run_id,
                 len(sent), len(skipped), extra={"run_id": location.run_id, "model_version": str(model_version)})
     return DispatchResult(location.run_id, sent, skipped, location.uri, completion)

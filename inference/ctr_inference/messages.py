@@ -6,13 +6,16 @@ A score request is a small versioned JSON document, one per feature partition::
      "run_id": "2026-12-03.v4", "dt": "2026-12-03", "partition": "part-00007",
      "input": "s3://features/dt=2026-12-03/part-00007.parquet",
      "output": "s3://predictions/dt=2026-12-03/run=2026-12-03.v4/part-00007.parquet",
-     "model": {"name": "ctr-criteo", "version": "4"}}
+     "model": {"name": "ctr-criteo", "version": "4"}, "generation": 0}
 
 The output key depends only on the run and the partition, so a redelivered
 request overwrites the same object with the same content. S3 event
 notifications for ``incoming/`` objects are turned into the same document.
 Their partition names start with ``incoming-``, so they do not collide with
 the dispatcher's ``part-NNNNN`` partitions of the same run.
+
+``generation`` counts the forced dispatches of a run (``ctr dispatch --force``).
+It was added within version 1, so a reader treats a missing field as 0.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class ScoreRequest:
     output_uri: str
     model_name: str
     model_version: str
+    generation: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -103,6 +107,7 @@ class ScoreRequest:
                 "input": self.input_uri,
                 "output": self.output_uri,
                 "model": {"name": self.model_name, "version": self.model_version},
+                "generation": self.generation,
             },
             sort_keys=True,
         )
@@ -113,14 +118,15 @@ class ScoreRequest:
 
 
 def make_request(
-    input_uri: str, dt: str, model_name: str, model_version: str, predictions_bucket: str
+    input_uri: str, dt: str, model_name: str, model_version: str, predictions_bucket: str,
+    generation: int = 0,
 ) -> ScoreRequest:
     """Build the request that scores ``input_uri`` in the run of ``dt`` and ``model_version``."""
     _, key = split_s3_uri(input_uri)
     partition = partition_name(key)
     run_id = run_id_for(dt, model_version)
     output = run_prefix(predictions_bucket, dt, run_id) + f"{partition}.parquet"
-    return ScoreRequest(run_id, dt, partition, input_uri, output, model_name, str(model_version))
+    return ScoreRequest(run_id, dt, partition, input_uri, output, model_name, str(model_version), generation)
 
 
 def parse_request(body: str) -> ScoreRequest:
@@ -150,8 +156,9 @@ def parse_request(body: str) -> ScoreRequest:
             output_uri=str(document["output"]),
             model_name=str(model["name"]),
             model_version=str(model["version"]),
+            generation=int(document.get("generation", 0)),
         )
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise MessageError(f"score request is missing field {error}") from error
     split_s3_uri(request.input_uri)
     split_s3_uri(request.output_uri)

@@ -13,8 +13,9 @@ One level up, ``predictions/dt=D/_incoming.json`` pins the model version of
 the run that S3 event notifications for ``incoming/dt=D/`` feed, so a rolling
 update in the middle of a day does not split that date over two versions.
 
-A run is complete when every expected partition has an output. The expected
-partitions are the plan's inputs and, for the date's S3-event run, every data
+A run is complete when every expected partition has an output of the run's
+current generation (a forced dispatch starts a new one, so older outputs stop
+counting until they are rewritten). The expected partitions are the plan's inputs and, for the date's S3-event run, every data
 object under ``incoming/dt=D/`` at the time of the check. Whichever worker
 writes an output and then finds the run complete writes the manifest and the
 marker. The manifest is computed only from the outputs' metadata, so two
@@ -157,27 +158,31 @@ def list_run(s3, location: RunLocation) -> RunListing:
     return listing
 
 
-def output_exists(s3, location: RunLocation, partition: str) -> bool:
-    """Tell whether a partition's output exists, with one HEAD request."""
+def head_output(s3, location: RunLocation, partition: str) -> dict | None:
+    """Return the S3 user metadata of a partition's output, or None when it does not exist."""
     from botocore.exceptions import ClientError
 
     try:
-        s3.head_object(Bucket=location.bucket, Key=location.output_key(partition))
+        response = s3.head_object(Bucket=location.bucket, Key=location.output_key(partition))
     except ClientError as error:
         if is_not_found(error):
-            return False
+            return None
         raise
-    return True
+    return response.get("Metadata", {})
 
 
-def first_missing_output(s3, location: RunLocation, expected, known: set[str]) -> str | None:
-    """Return the first expected partition without an output, or None when every one has an output.
+def first_missing_output(s3, location: RunLocation, expected, known: set[str],
+                         generation: int = 0) -> str | None:
+    """Return the first expected partition without a current output, or None when every one has one.
 
-    ``known`` contains partitions already seen with an output; the others are
-    checked in sorted order, and those found are added to ``known``.
+    An output is current when its generation is at least ``generation``.
+    ``known`` contains partitions already seen with a current output. The
+    others are checked in sorted order with HEAD requests, and those found
+    are added to ``known``.
     """
     for partition in sorted(set(expected) - known):
-        if not output_exists(s3, location, partition):
+        metadata = head_output(s3, location, partition)
+        if metadata is None or int(metadata.get("generation", 0)) < generation:
             return partition
         known.add(partition)
     return None
@@ -197,6 +202,8 @@ class RunPlan:
     inputs: dict[str, str]
     dispatched_at: str = ""
     last_dispatched_at: str = ""
+    # Forced dispatches so far; outputs of an older generation do not count toward completion.
+    generation: int = 0
 
     def to_document(self) -> dict:
         return {
@@ -205,6 +212,7 @@ class RunPlan:
             "inputs": dict(sorted(self.inputs.items())),
             "partitions": len(self.inputs),
             "dispatched_at": self.dispatched_at, "last_dispatched_at": self.last_dispatched_at,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -221,6 +229,7 @@ class RunPlan:
             model_version=str(document["model"]["version"]), inputs=dict(document.get("inputs", {})),
             dispatched_at=document.get("dispatched_at", ""),
             last_dispatched_at=document.get("last_dispatched_at", ""),
+            generation=int(document.get("generation", 0)),
         )
 
 
@@ -317,9 +326,10 @@ class OutputStats:
     started: float = 0.0
     finished: float = 0.0
     scoring_seconds: float = 0.0
+    generation: int = 0
 
     _NUMBERS: ClassVar[dict] = {"rows": int, "prediction_sum": float, "null_predictions": int, "started": float,
-                "finished": float, "scoring_seconds": float}
+                "finished": float, "scoring_seconds": float, "generation": int}
 
     def to_s3_metadata(self) -> dict[str, str]:
         """Return the fields as S3 user metadata: lowercase names with hyphens, string values."""
@@ -506,7 +516,7 @@ def check_sanity(rows: int, mean_ctr: float | None, null_fraction: float, model_
 
 def build_manifest(location: RunLocation, model_name: str, model_version: str,
                    expected: dict[str, str], stats: dict[str, OutputStats], bounds: SanityBounds,
-                   dispatched_at: str = "") -> dict:
+                   dispatched_at: str = "", generation: int = 0) -> dict:
     """Summarize a complete run from its outputs' metadata; the result depends only on its inputs."""
     partitions = []
     for name in sorted(expected):
@@ -517,7 +527,7 @@ def build_manifest(location: RunLocation, model_name: str, model_version: str,
             "model_version": item.model_version, "bundle_digest": item.bundle_digest,
             "image_ref": item.image_ref, "image_digest": item.image_digest, "engine": item.engine,
             "worker": item.worker, "started": iso_time(item.started), "finished": iso_time(item.finished),
-            "scoring_seconds": item.scoring_seconds,
+            "scoring_seconds": item.scoring_seconds, "generation": item.generation,
         })
     outputs = [stats[name] for name in sorted(expected)]
     rows = sum(item.rows for item in outputs)
@@ -540,6 +550,7 @@ def build_manifest(location: RunLocation, model_name: str, model_version: str,
         "type": MANIFEST_TYPE, "version": 1,
         "run_id": location.run_id, "dt": location.dt,
         "model": {"name": model_name, "version": str(model_version)},
+        "generation": generation,
         "model_versions": versions,
         "bundle_digests": sorted({item.bundle_digest for item in outputs}),
         "image_references": [{"image_ref": ref, "image_digest": digest, "partitions": count}
@@ -569,7 +580,8 @@ class Completion:
 
 
 def finalize_run(s3, location: RunLocation, expected: dict[str, str], model_name: str,
-                 model_version: str, bounds: SanityBounds, dispatched_at: str = "") -> Completion:
+                 model_version: str, bounds: SanityBounds, dispatched_at: str = "",
+                 generation: int = 0) -> Completion:
     """Write the manifest of a complete run, then ``_SUCCESS`` or ``_FAILED``.
 
     The caller has checked that every expected partition has an output.
@@ -577,7 +589,8 @@ def finalize_run(s3, location: RunLocation, expected: dict[str, str], model_name
     after a fix ends with exactly one of them.
     """
     stats = read_output_stats(s3, location, sorted(expected))
-    manifest = build_manifest(location, model_name, model_version, expected, stats, bounds, dispatched_at)
+    manifest = build_manifest(location, model_name, model_version, expected, stats, bounds, dispatched_at,
+                              generation)
     put_json(s3, location.bucket, location.key(MANIFEST), manifest)
     context = {"run_id": location.run_id, "model_version": str(model_version)}
     if manifest["sanity"]["passed"]:

@@ -53,6 +53,7 @@ class RunStatus:
     rows_per_second: float | None
     eta_seconds: float | None
     dead_letter_queue_depth: int | None
+    generation: int = 0
     failures: list[dict] = field(default_factory=list)
     sanity_failures: list[dict] = field(default_factory=list)
 
@@ -105,18 +106,27 @@ def run_status(s3, predictions_bucket: str, run_id: str, sqs=None, queue_url: st
     if not expected:
         expected = listing.outputs | listing.failures
     done = expected & listing.outputs
+    generation = plan.generation if plan else 0
+    stats = None
+    if generation:
+        # After a forced dispatch, an output of an older generation is still pending.
+        stats = read_output_stats(s3, location, sorted(done))
+        done = {name for name in done if stats[name].generation >= generation}
     failed_names = (expected & listing.failures) - done
     pending = expected - done - failed_names
     failures = read_failures(s3, location, sorted(failed_names))
 
     manifest = get_json(s3, location.bucket, location.key(MANIFEST)) if listing.markers & {SUCCESS, FAILED} else None
-    if manifest and {p["name"] for p in manifest["partitions"]} == done:
+    if (manifest and manifest.get("generation", 0) == generation
+            and {p["name"] for p in manifest["partitions"]} == done):
         rows = manifest["rows"]
         timings = manifest["timings"]
         elapsed = timings.get("wall_seconds")
         rows_per_second = timings.get("rows_per_second")
     else:
-        stats = read_output_stats(s3, location, sorted(done))
+        if stats is None:
+            stats = read_output_stats(s3, location, sorted(done))
+        stats = {name: item for name, item in stats.items() if name in done}
         rows = sum(item.rows for item in stats.values())
         starts = [item.started for item in stats.values() if item.started]
         ends = [item.finished for item in stats.values() if item.finished]
@@ -159,7 +169,7 @@ def run_status(s3, predictions_bucket: str, run_id: str, sqs=None, queue_url: st
         output_prefix=location.uri, expected=len(expected), done=len(done), failed=len(failed_names),
         dead_lettered=sum(1 for record in failures if record.dead_lettered), pending=len(pending),
         rows=rows, elapsed_seconds=round(elapsed, 3) if elapsed is not None else None,
-        rows_per_second=rows_per_second, eta_seconds=eta, dead_letter_queue_depth=depth,
+        rows_per_second=rows_per_second, eta_seconds=eta, dead_letter_queue_depth=depth, generation=generation,
         failures=[asdict(record) for record in failures], sanity_failures=sanity_failures,
     )
 

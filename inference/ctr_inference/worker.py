@@ -313,7 +313,7 @@ class Worker:
         self._baked: Bundle | None = None
         self._scorers: dict[tuple[str, str], Scorer] = {}
         self._plans: dict[str, RunPlan] = {}
-        self._known_outputs: dict[str, set[str]] = {}
+        self._known_outputs: dict[tuple[str, int], set[str]] = {}
         self._pins: dict[str, tuple[float, dict | None]] = {}
 
     # Start-up -------------------------------------------------------------------------
@@ -540,7 +540,7 @@ class Worker:
             model_name=bundle.model_name, model_version=bundle.model_version, bundle_digest=bundle.digest,
             image_ref=self.config.image_ref, image_digest=self.config.image_digest, engine=scorer.engine.name,
             worker=self.config.worker_name, started=started_at, finished=time.time(),
-            scoring_seconds=round(seconds, 6),
+            scoring_seconds=round(seconds, 6), generation=request.generation,
         )
         bucket, key = split_s3_uri(request.output_uri)
         self.s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue(), Metadata=stats.to_s3_metadata(),
@@ -559,11 +559,29 @@ class Worker:
         left without a marker.
         """
         location = RunLocation.of_request(request)
-        known = self._known_outputs.get(request.run_id)
+        plan = self._plans.get(request.run_id)
+        fresh = plan is None or plan.generation < request.generation
+        if fresh:
+            plan = read_plan(self.s3, location)
+        incoming = self.incoming_prefix(location)
+        if plan is None and not incoming:
+            if lease.receive_count > 1:
+                delete_failure(self.s3, location, request.partition)
+            log.debug("run has no plan and no incoming/ prefix, so its completion is not tracked")
+            return
+        if plan is not None:
+            self._remember(self._plans, request.run_id, plan)
+        generation = plan.generation if plan else 0
+        if generation > request.generation:
+            # A forced dispatch replaced this message's generation; its new message completes the run.
+            return
+
+        known = self._known_outputs.get((request.run_id, generation))
         if known is None:
             listing = list_run(self.s3, location)
-            known = listing.outputs
-            self._remember(self._known_outputs, request.run_id, known)
+            # A listing cannot tell generations apart, so after a forced dispatch every output is checked.
+            known = set() if generation else listing.outputs
+            self._remember(self._known_outputs, (request.run_id, generation), known)
             if request.partition in listing.failures:
                 delete_failure(self.s3, location, request.partition)
         elif lease.receive_count > 1:
@@ -571,35 +589,27 @@ class Worker:
             delete_failure(self.s3, location, request.partition)
         known.add(request.partition)
 
-        plan = self._plans.get(request.run_id)
-        fresh = plan is None
-        if plan is None:
-            plan = read_plan(self.s3, location)
-        incoming = self.incoming_prefix(location)
-        if plan is None and not incoming:
-            log.debug("run has no plan and no incoming/ prefix, so its completion is not tracked")
-            return
-        if plan is not None:
-            self._remember(self._plans, request.run_id, plan)
         expected = expected_partitions(self.s3, location, plan, incoming)
-        if first_missing_output(self.s3, location, expected, known) is not None:
+        if first_missing_output(self.s3, location, expected, known, generation) is not None:
             return
         if not fresh:
             # A later dispatch may have added partitions since the plan was cached.
             plan = read_plan(self.s3, location)
             self._remember(self._plans, request.run_id, plan)
+            if plan.generation != generation:
+                return
             expected = expected_partitions(self.s3, location, plan, incoming)
-            if first_missing_output(self.s3, location, expected, known) is not None:
+            if first_missing_output(self.s3, location, expected, known, generation) is not None:
                 return
         completion = finalize_run(self.s3, location, expected, request.model_name, request.model_version,
-                                  self.config.sanity, plan.dispatched_at if plan else "")
+                                  self.config.sanity, plan.dispatched_at if plan else "", generation)
         self.metrics.runs_completed.labels(completion.state).inc()
 
     @staticmethod
-    def _remember(cache: dict, run_id: str, value) -> None:
+    def _remember(cache: dict, key, value) -> None:
         """Store per-run state, forgetting the oldest run beyond ``RUNS_REMEMBERED``."""
-        cache.pop(run_id, None)
-        cache[run_id] = value
+        cache.pop(key, None)
+        cache[key] = value
         while len(cache) > RUNS_REMEMBERED:
             cache.pop(next(iter(cache)))
 

@@ -78,6 +78,17 @@ def test_dispatch_is_idempotent(infra, pool, bundles, tmp_path):
     forced = run_cli(*cli, "--force")
     assert "4 partitions queued, 0 already scored" in forced.stdout
     assert infra.queue_counts() == (5, 0)
+    assert infra.get_json(location.bucket, location.key(RUN_PLAN))["generation"] == 1
+
+    # Old outputs of the forced run do not count: the run completes once, after all four are rewritten.
+    rerun = pool.start(worker_env(infra, bundles["1"], tmp_path, EXIT_WHEN_IDLE_SECONDS=3), "rerun")
+    assert rerun.wait(90) == 0
+    completions = [r for r in rerun.records() if r["message"].startswith("run complete")]
+    assert len(completions) == 1
+    manifest = infra.get_json(location.bucket, location.key(MANIFEST))
+    assert manifest["generation"] == 1
+    assert [p["generation"] for p in manifest["partitions"]] == [1, 1, 1, 1]
+    assert infra.exists(location.bucket, location.key(SUCCESS))
 
 
 def test_dispatch_defaults_to_latest_store_version(infra, bundles):

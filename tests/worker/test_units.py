@@ -21,6 +21,7 @@ from ctr_inference.leases import LeaseKeeper
 from ctr_inference.messages import (
     incoming_partition_name,
     make_request,
+    parse_request,
     run_dt,
     s3_event_objects,
 )
@@ -194,3 +195,13 @@ def test_request_output_key_is_deterministic():
 ])
 def test_failure_backoff_doubles_for_transient(reason, receive_count, seconds):
     assert failure_backoff(reason, receive_count, 5) == seconds
+
+
+def test_request_generation_defaults_to_zero():
+    request = make_request("s3://f/features/dt=2026-01-02/part-00003.parquet", "2026-01-02", "m", "7", "p")
+    document = json.loads(request.to_json())
+    assert document["generation"] == 0
+    document.pop("generation")
+    assert parse_request(json.dumps(document)) == request
+    forced = make_request("s3://f/features/dt=2026-01-02/part-00003.parquet", "2026-01-02", "m", "7", "p", 2)
+    assert parse_request(forced.to_json()).generation == 2
