@@ -5,45 +5,14 @@ an ``incoming/`` object) and downloads the input partition. It scores the
 partition with the run's model version and writes the predictions to the
 request's deterministic output key. It finalizes the run when this was its
 last partition, and only then deletes the message. While a message is held,
-a heartbeat extends its visibility timeout. A message that fails is released with a back-off and never deleted,
-so the queue's redrive policy moves it to the dead-letter queue after
-maxReceiveCount receives. On SIGTERM the worker stops receiving, finishes the
-partition it holds if it fits in the grace period or releases it, and exits 0.
+a heartbeat extends its visibility timeout. A message that fails is released
+with a back-off and never deleted, so the queue's redrive policy moves it to
+the dead-letter queue after maxReceiveCount receives. On SIGTERM the worker
+stops receiving, finishes its partition if that fits in the grace period or
+releases it, and exits 0.
 
-Configuration, from environment variables (a ConfigMap in Kubernetes):
-
-==================================  ==========================================================
-``QUEUE_URL``                       SQS queue of score requests (required)
-``MODEL_SOURCE``                    ``baked`` (default), ``s3`` or ``oci``
-``BUNDLE_PATH``                     bundle directory for ``baked`` (default ``/opt/ctr/bundle``)
-``BUNDLE_URI``                      ``s3://`` prefix of the bundle for ``s3``
-``MODEL_IMAGE``                     ``DIR:TAG`` of an OCI image layout for ``oci``
-``MODEL_STORE_URI``                 ``s3://.../models``: bundles of other versions, ``<store>/<name>/<version>/``
-``PREDICTIONS_BUCKET``              bucket of the outputs of S3-event runs
-``IMAGE_REF``, ``IMAGE_DIGEST``     image tag and digest of this pod, recorded in every output
-``WAIT_TIME_SECONDS``               long-polling wait, 0-20 (default 20)
-``VISIBILITY_TIMEOUT_SECONDS``      visibility timeout set on receive and by each heartbeat (default 120)
-``HEARTBEAT_SECONDS``               interval of visibility extensions, below the timeout (default 30)
-``GRACE_SECONDS``                   drain time after SIGTERM, below the pod's grace period (default 50)
-``FAILURE_BACKOFF_SECONDS``         visibility timeout of a released failed message, doubled per receive
-                                    for S3/SQS and unexpected errors (default 5)
-``MAX_PARTITION_SECONDS``           stop extending a message held this long; liveness fails (default 1800)
-``MAX_RECEIVE_COUNT``               the redrive policy's maxReceiveCount; 0 reads it from the queue (default 0)
-``EXIT_WHEN_IDLE_SECONDS``          exit 0 after this long without messages; 0 never (default 0)
-``SCORING_THREADS``                 scoring threads; 0 takes the cgroup CPU quota (default 0)
-``CACHE_DIR``                       where downloaded bundles are cached (default ``$TMPDIR`` or ``/tmp``)
-``WORKER_NAME``                     name in logs and outputs (default ``<hostname>-<pid>``)
-``METRICS_PORT``                    port of ``/healthz``, ``/readyz``, ``/metrics``; 0 disables (default 8080)
-``METRICS_HOST``                    address those endpoints bind (default ``0.0.0.0``)
-``SANITY_MIN_MEAN_CTR``             lowest mean predicted CTR of a complete run (default 0.0001)
-``SANITY_MAX_MEAN_CTR``             highest mean predicted CTR of a complete run (default 0.5)
-``SANITY_MAX_NULL_FRACTION``        highest share of null or NaN predictions (default 0)
-``SANITY_MIN_ROWS``                 fewest rows a complete run may have (default 1)
-``FAULT_DELAY_BEFORE_WRITE_SECONDS``  fault-injection tests only: pause between scoring and writing
-``LOG_LEVEL``, ``LOG_FORMAT``       logging level (default INFO), ``json`` (default) or ``text``
-==================================  ==========================================================
-
-AWS credentials come from the pod's identity and the region from ``AWS_REGION``.
+Configuration comes from environment variables, described in
+``ctr_inference.worker_config``.
 """
 
 from __future__ import annotations
@@ -57,7 +26,6 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -68,13 +36,13 @@ from ctr_inference.errors import (
     BundleError,
     CorruptPartitionError,
     CtrError,
-    FeatureDtypeError,
     InputNotFoundError,
     MessageError,
     MissingFeatureError,
     ModelUnavailableError,
     UnknownFormatError,
 )
+from ctr_inference.failures import failure_backoff, failure_reason
 from ctr_inference.health import HealthServer, HealthState, WorkerMetrics
 from ctr_inference.leases import Lease, LeaseKeeper
 from ctr_inference.messages import (
@@ -86,13 +54,12 @@ from ctr_inference.messages import (
     s3_event_objects,
     split_s3_uri,
 )
-from ctr_inference.model_source import BAKED, OCI, S3, SOURCES, bundle_uri, open_bundle
+from ctr_inference.model_source import S3, bundle_uri, open_bundle
 from ctr_inference.runs import (
     FailureRecord,
     OutputStats,
     RunLocation,
     RunPlan,
-    SanityBounds,
     delete_failure,
     expected_partitions,
     finalize_run,
@@ -107,16 +74,14 @@ from ctr_inference.runs import (
 )
 from ctr_inference.scorer import Scorer
 from ctr_inference.storage import is_not_found
+from ctr_inference.worker_config import WorkerConfig
+
+# WorkerConfig is part of this module's interface: the ConfigMap contract names ``worker.WorkerConfig``.
+__all__ = ["Worker", "WorkerConfig", "failure_backoff", "failure_reason", "main"]
 
 # A fixed name: run as `python -m ctr_inference.worker`, __name__ would be "__main__".
 logger = logging.getLogger("ctr_inference.worker")
 
-# Field annotations are strings under ``from __future__ import annotations``.
-_CONVERTERS = {"int": int, "float": float, "str": str}
-
-# SQS limits: long polling waits at most 20 s, a visibility timeout is at most 12 hours.
-MAX_WAIT_TIME_SECONDS = 20
-MAX_VISIBILITY_TIMEOUT_SECONDS = 43200
 # Below this maxReceiveCount, a few releases on shutdown can dead-letter a healthy message.
 MIN_SAFE_MAX_RECEIVE_COUNT = 5
 # Model versions other than the worker's own that stay loaded at once.
@@ -126,105 +91,11 @@ PIN_CACHE_SECONDS = 60.0
 # Runs whose plan and seen outputs a worker keeps in memory; older runs are read again if needed.
 RUNS_REMEMBERED = 16
 PARQUET_MAGIC = b"PAR1"
-# Failures that may pass by themselves (an S3 or SQS outage, an unexpected
-# error). Their back-off doubles with each receive, so a short outage does not
-# use up maxReceiveCount and dead-letter healthy partitions.
-TRANSIENT_REASONS = ("storage_error", "internal_error")
-MAX_BACKOFF_SECONDS = 900
 # LightGBM imports scikit-learn whenever it is installed, for estimator classes
 # that the worker never uses. On a busy node that import adds many seconds to
 # the start-up of every new pod. pandas cannot be skipped the same way, because
 # pyarrow's pandas shim fails on a blocked import.
 SKIPPED_IMPORTS = ("sklearn",)
-
-
-@dataclass
-class WorkerConfig:
-    """Worker settings; each field is read from the environment variable of the same name in capitals."""
-
-    queue_url: str
-    model_source: str = BAKED
-    bundle_path: str = "/opt/ctr/bundle"
-    bundle_uri: str = ""
-    model_image: str = ""
-    model_store_uri: str = ""
-    predictions_bucket: str = ""
-    image_ref: str = ""
-    image_digest: str = ""
-    wait_time_seconds: int = 20
-    visibility_timeout_seconds: int = 120
-    heartbeat_seconds: float = 30.0
-    grace_seconds: float = 50.0
-    failure_backoff_seconds: int = 5
-    max_partition_seconds: float = 1800.0
-    max_receive_count: int = 0
-    exit_when_idle_seconds: float = 0.0
-    scoring_threads: int = 0
-    cache_dir: str = field(default_factory=lambda: os.environ.get("TMPDIR", "/tmp"))
-    worker_name: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
-    metrics_port: int = 8080
-    metrics_host: str = "0.0.0.0"
-    fault_delay_before_write_seconds: float = 0.0
-    sanity: SanityBounds = field(default_factory=SanityBounds)
-
-    @classmethod
-    def from_env(cls, environ: dict | None = None) -> WorkerConfig:
-        """Read and validate the configuration from environment variables.
-
-        Raises:
-            CtrError: ``QUEUE_URL`` is missing, a number is not a number, or a value is out of range.
-        """
-        environ = os.environ if environ is None else environ
-        if not environ.get("QUEUE_URL"):
-            raise CtrError("QUEUE_URL is not set: the worker needs the URL of its SQS queue")
-        values = {}
-        for name, spec in cls.__dataclass_fields__.items():
-            if name == "sanity":
-                continue
-            raw = environ.get(name.upper())
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = _CONVERTERS.get(spec.type, str)(raw)
-            except ValueError as error:
-                raise CtrError(f"{name.upper()}={raw!r} is not a number") from error
-        config = cls(sanity=SanityBounds.from_env(environ), **values)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        """Check values that SQS or the shutdown logic cannot work with.
-
-        Raises:
-            CtrError: naming the variable, its value and the allowed range.
-        """
-        if self.model_source not in SOURCES:
-            raise CtrError(f"MODEL_SOURCE={self.model_source!r} is unknown, expected one of {', '.join(SOURCES)}")
-        if self.model_source == S3 and not self.bundle_uri:
-            raise CtrError("MODEL_SOURCE=s3 needs BUNDLE_URI, the s3:// prefix of the bundle")
-        if self.model_source == OCI and not self.model_image:
-            raise CtrError("MODEL_SOURCE=oci needs MODEL_IMAGE, DIR:TAG of an OCI image layout")
-        if not 0 <= self.wait_time_seconds <= MAX_WAIT_TIME_SECONDS:
-            raise CtrError(f"WAIT_TIME_SECONDS={self.wait_time_seconds} is outside 0-{MAX_WAIT_TIME_SECONDS}")
-        if not 1 <= self.visibility_timeout_seconds <= MAX_VISIBILITY_TIMEOUT_SECONDS:
-            raise CtrError(f"VISIBILITY_TIMEOUT_SECONDS={self.visibility_timeout_seconds} is outside "
-                           f"1-{MAX_VISIBILITY_TIMEOUT_SECONDS}")
-        if not 0 < self.heartbeat_seconds < self.visibility_timeout_seconds:
-            raise CtrError(f"HEARTBEAT_SECONDS={self.heartbeat_seconds} must be above 0 and below "
-                           f"VISIBILITY_TIMEOUT_SECONDS={self.visibility_timeout_seconds}, or a held "
-                           "message becomes visible between two heartbeats")
-        if self.grace_seconds < 0 or self.failure_backoff_seconds < 0 or self.max_partition_seconds <= 0:
-            raise CtrError("GRACE_SECONDS and FAILURE_BACKOFF_SECONDS must be 0 or more, "
-                           "MAX_PARTITION_SECONDS above 0")
-        if self.failure_backoff_seconds > MAX_VISIBILITY_TIMEOUT_SECONDS:
-            raise CtrError(f"FAILURE_BACKOFF_SECONDS={self.failure_backoff_seconds} is above "
-                           f"{MAX_VISIBILITY_TIMEOUT_SECONDS}")
-        if not 0 <= self.metrics_port <= 65535:
-            raise CtrError(f"METRICS_PORT={self.metrics_port} is not a TCP port (0 disables the endpoints)")
-
-    @property
-    def bundle_location(self) -> str:
-        return {BAKED: self.bundle_path, S3: self.bundle_uri, OCI: self.model_image}[self.model_source]
 
 
 class PartitionLog(logging.LoggerAdapter):
@@ -233,40 +104,6 @@ class PartitionLog(logging.LoggerAdapter):
     def process(self, msg, kwargs):
         kwargs["extra"] = dict(self.extra, **kwargs.get("extra", {}))
         return msg, kwargs
-
-
-def failure_reason(error: BaseException) -> str:
-    """Return the short failure reason used in metrics labels, failure records and logs."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    reasons = (
-        (MessageError, "invalid_message"),
-        (InputNotFoundError, "missing_input"),
-        (UnknownFormatError, "unknown_format"),
-        (CorruptPartitionError, "corrupt_parquet"),
-        (MissingFeatureError, "missing_column"),
-        (FeatureDtypeError, "wrong_dtype"),
-        (ModelUnavailableError, "model_unavailable"),
-        (BundleError, "model_unavailable"),
-        (ClientError, "storage_error"),
-        (BotoCoreError, "storage_error"),
-    )
-    for kind, reason in reasons:
-        if isinstance(error, kind):
-            return reason
-    return "internal_error"
-
-
-def failure_backoff(reason: str, receive_count: int, base_seconds: int) -> int:
-    """Return the visibility timeout of a released failed message, in seconds.
-
-    Input errors come back after ``base_seconds``, because waiting does not
-    fix them. Transient ones wait ``base_seconds * 2 ** (receive_count - 1)``,
-    at most ``MAX_BACKOFF_SECONDS``.
-    """
-    if reason not in TRANSIENT_REASONS:
-        return base_seconds
-    return min(MAX_BACKOFF_SECONDS, base_seconds * 2 ** max(0, receive_count - 1))
 
 
 class DurationModel:
@@ -686,8 +523,9 @@ class Worker:
             dead_lettered = lease.receive_count >= self.max_receive_count
         fields = dict(lease.log_fields(), reason=reason)
         last = " (last delivery: the queue moves it to the dead-letter queue)" if dead_lettered else ""
+        subject = "partition" if request is not None else "message"
         PartitionLog(logger, fields).error(
-            "partition failed on receive %d%s: %s: %s", lease.receive_count, last, reason, error,
+            "%s failed on receive %d%s: %s: %s", subject, lease.receive_count, last, reason, error,
             exc_info=error if reason == "internal_error" else None)
 
         if request is not None:

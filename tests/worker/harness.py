@@ -223,11 +223,12 @@ class WorkerProcess:
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL if the process has not exited within ``timeout`` seconds."""
+    def stop(self, timeout: float = 30.0, signalled: bool = False) -> None:
+        """SIGTERM (unless ``signalled``), then SIGKILL if the process has not exited within ``timeout`` seconds."""
         if not self.running():
             return
-        self.process.send_signal(signal.SIGTERM)
+        if not signalled:
+            self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -254,11 +255,13 @@ class WorkerPool:
         return "\n".join(worker.tail() for worker in self.workers)
 
     def stop_all(self) -> None:
+        signalled = []
         for worker in self.workers:
             if worker.running():
                 worker.process.send_signal(signal.SIGTERM)
-        for worker in self.workers:
-            worker.stop()
+                signalled.append(worker)
+        for worker in signalled:
+            worker.stop(signalled=True)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
