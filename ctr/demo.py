@@ -270,6 +270,8 @@ def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, st
                       MODEL_IMAGE=f"{baked.image.layout}:{baked.image.tag}", IMAGE_REF=baked.image.tag,
                       IMAGE_DIGEST=baked.image.digest, MODEL_STORE_URI=resources.model_store_uri,
                       PREDICTIONS_BUCKET=resources.predictions_bucket, WAIT_TIME_SECONDS="1",
+                      # Several workers on one host cannot share the default metrics port 8080.
+                      METRICS_PORT="0",
                       SCORING_THREADS=str(max(1, (os.cpu_count() or 2) // config.workers)))
     workers = start_workers(config.workers, worker_env, workdir / "logs")
     stack.callback(stop_workers, workers)

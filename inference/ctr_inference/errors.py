@@ -9,7 +9,11 @@ CtrError
  │    ├── BundleChecksumError
  │    └── BundleIncompatibleError
  ├── MessageError              a queue message is not a valid score request
- └── PartitionError            an input partition cannot be read
+ ├── PartitionError            an input partition cannot be read
+ │    ├── InputNotFoundError
+ │    ├── UnknownFormatError
+ │    └── CorruptPartitionError
+ └── ModelUnavailableError     the model version a run expects cannot be loaded
 """
 
 from __future__ import annotations
@@ -64,3 +68,19 @@ class MessageError(CtrError):
 
 class PartitionError(CtrError):
     """An input partition is missing or is not readable Parquet."""
+
+
+class InputNotFoundError(PartitionError):
+    """The input partition's object does not exist."""
+
+
+class UnknownFormatError(PartitionError):
+    """The input object is not Parquet: it has no Parquet magic bytes at either end."""
+
+
+class CorruptPartitionError(PartitionError):
+    """The input object looks like Parquet but cannot be decoded (truncated or damaged)."""
+
+
+class ModelUnavailableError(CtrError):
+    """The model version a run expects cannot be loaded, so its partitions cannot be scored."""

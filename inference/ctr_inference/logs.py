@@ -8,7 +8,8 @@ import sys
 import time
 
 # Attributes passed with ``extra=`` that become fields of the JSON line.
-CONTEXT_FIELDS = ("run_id", "partition", "model_version", "receive_count", "message_id", "worker")
+CONTEXT_FIELDS = ("run_id", "partition", "model_version", "receive_count", "message_id", "worker",
+                  "reason")
 
 
 class JsonFormatter(logging.Formatter):

@@ -6,11 +6,16 @@ A score request is a small versioned JSON document, one per feature partition::
      "run_id": "2026-12-03.v4", "dt": "2026-12-03", "partition": "part-00007",
      "input": "s3://features/dt=2026-12-03/part-00007.parquet",
      "output": "s3://predictions/dt=2026-12-03/run=2026-12-03.v4/part-00007.parquet",
-     "model": {"name": "ctr-criteo", "version": "4"}}
+     "model": {"name": "ctr-criteo", "version": "4"}, "generation": 0}
 
 The output key depends only on the run and the partition, so a redelivered
 request overwrites the same object with the same content. S3 event
 notifications for ``incoming/`` objects are turned into the same document.
+Their partition names start with ``incoming-``, so they do not collide with
+the dispatcher's ``part-NNNNN`` partitions of the same run.
+
+``generation`` counts the forced dispatches of a run (``ctr dispatch --force``).
+It was added within version 1, so a reader treats a missing field as 0.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from ctr_inference.errors import MessageError
 
 MESSAGE_TYPE = "ctr.score-request"
 MESSAGE_VERSION = 1
+
+INCOMING_PREFIX = "incoming/"
+INCOMING_PARTITION_PREFIX = "incoming-"
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DT_IN_KEY = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})/")
@@ -46,10 +54,28 @@ def run_id_for(dt: str, model_version: str) -> str:
     return f"{dt}.v{model_version}"
 
 
+def run_dt(run_id: str) -> str:
+    """Return the date of a run id made by ``run_id_for``.
+
+    Raises:
+        MessageError: the run id does not start with ``YYYY-MM-DD.v``.
+    """
+    dt, separator, version = run_id.partition(".v")
+    if not _DATE.match(dt) or not separator or not version:
+        raise MessageError(f"invalid run id {run_id!r}, expected YYYY-MM-DD.vVERSION")
+    return dt
+
+
+def is_marker_name(key: str) -> bool:
+    """Tell whether a key's file name is a marker or hidden file (``_SUCCESS``, ``.crc``), not data."""
+    name = key.rsplit("/", 1)[-1]
+    return not name or name.startswith(("_", "."))
+
+
 def partition_name(key: str) -> str:
     """Return a partition's name from its key: the file name without ``.parquet``."""
     name = key.rsplit("/", 1)[-1]
-    return name[: -len(".parquet")] if name.endswith(".parquet") else name
+    return name.removesuffix(".parquet")
 
 
 DEFAULT_PREDICTIONS_PREFIX = "predictions/"
@@ -82,6 +108,7 @@ class ScoreRequest:
     output_uri: str
     model_name: str
     model_version: str
+    generation: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -94,6 +121,7 @@ class ScoreRequest:
                 "input": self.input_uri,
                 "output": self.output_uri,
                 "model": {"name": self.model_name, "version": self.model_version},
+                "generation": self.generation,
             },
             sort_keys=True,
         )
@@ -105,14 +133,14 @@ class ScoreRequest:
 
 def make_request(
     input_uri: str, dt: str, model_name: str, model_version: str, predictions_bucket: str,
-    predictions_prefix: str = DEFAULT_PREDICTIONS_PREFIX,
+    generation: int = 0, predictions_prefix: str = DEFAULT_PREDICTIONS_PREFIX,
 ) -> ScoreRequest:
     """Build the request that scores ``input_uri`` in the run of ``dt`` and ``model_version``."""
     _, key = split_s3_uri(input_uri)
     partition = partition_name(key)
     run_id = run_id_for(dt, model_version)
     output = run_prefix(predictions_bucket, dt, run_id, predictions_prefix) + f"{partition}.parquet"
-    return ScoreRequest(run_id, dt, partition, input_uri, output, model_name, str(model_version))
+    return ScoreRequest(run_id, dt, partition, input_uri, output, model_name, str(model_version), generation)
 
 
 def parse_request(body: str) -> ScoreRequest:
@@ -142,8 +170,9 @@ def parse_request(body: str) -> ScoreRequest:
             output_uri=str(document["output"]),
             model_name=str(model["name"]),
             model_version=str(model["version"]),
+            generation=int(document.get("generation", 0)),
         )
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise MessageError(f"score request is missing field {error}") from error
     split_s3_uri(request.input_uri)
     split_s3_uri(request.output_uri)
@@ -159,35 +188,89 @@ def is_s3_event(document: object) -> bool:
     return document.get("Event") == "s3:TestEvent" or "Records" in document
 
 
-def requests_from_s3_event(
-    document: dict, model_name: str, model_version: str, predictions_bucket: str,
-    incoming_prefix: str = "incoming/",
-) -> list[ScoreRequest]:
-    """Turn an S3 event notification into score requests.
+@dataclass(frozen=True)
+class IncomingObject:
+    """An object named by an S3 event notification, with its decoded key and date."""
 
-    The test event that S3 sends when a notification is configured yields no
-    request. Keys arrive URL-encoded (a space as ``+``), so they are decoded.
-    Only ``ObjectCreated`` events for Parquet objects under ``incoming_prefix``
-    with a ``dt=YYYY-MM-DD/`` path segment are accepted.
+    bucket: str
+    key: str
+    dt: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def date_prefix(self) -> str:
+        """The ``s3://`` prefix that contains every incoming object of this date."""
+        return f"s3://{self.bucket}/{self.key[: self.key.index(f'dt={self.dt}/') + len(self.dt) + 4]}"
+
+
+def incoming_partition_name(key: str, dt: str) -> str:
+    """Return the partition name of an ``incoming/`` object.
+
+    The name is the key below ``dt=YYYY-MM-DD/`` without ``.parquet``, with
+    ``/`` replaced by ``__`` so nested keys stay distinct, and the prefix
+    ``incoming-``.
+    """
+    marker = f"dt={dt}/"
+    relative = key[key.index(marker) + len(marker):] if marker in key else key.rsplit("/", 1)[-1]
+    relative = relative.removesuffix(".parquet")
+    return INCOMING_PARTITION_PREFIX + relative.replace("/", "__")
+
+
+def s3_event_objects(document: dict, incoming_prefix: str = INCOMING_PREFIX) -> list[IncomingObject]:
+    """Return the created objects that an S3 event notification names.
+
+    The test event that S3 sends when a notification is configured yields
+    nothing, and so do marker and hidden files (``_SUCCESS``, ``.crc``).
+    Keys arrive URL-encoded (a space as ``+``), so they are decoded. Only
+    ``ObjectCreated`` events under ``incoming_prefix`` with a
+    ``dt=YYYY-MM-DD/`` path segment are accepted.
 
     Raises:
-        MessageError: a record is outside ``incoming_prefix`` or has no date.
+        MessageError: a record is malformed, outside ``incoming_prefix`` or has no date.
     """
     if document.get("Event") == "s3:TestEvent":
         return []
-    requests = []
+    objects = []
     for record in document.get("Records", []):
         if not str(record.get("eventName", "")).startswith("ObjectCreated"):
             continue
-        bucket = record["s3"]["bucket"]["name"]
-        key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+        try:
+            bucket = record["s3"]["bucket"]["name"]
+            key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+        except (KeyError, TypeError) as error:
+            raise MessageError(f"S3 event record is missing field {error}") from error
         if not key.startswith(incoming_prefix):
             raise MessageError(f"S3 event for s3://{bucket}/{key} is outside {incoming_prefix}")
         match = _DT_IN_KEY.search(key)
         if not match:
             raise MessageError(f"S3 event key {key!r} has no dt=YYYY-MM-DD/ segment")
-        requests.append(
-            make_request(f"s3://{bucket}/{key}", match.group(1), model_name, model_version,
-                         predictions_bucket)
-        )
-    return requests
+        if is_marker_name(key):
+            continue
+        objects.append(IncomingObject(bucket, key, match.group(1)))
+    return objects
+
+
+def make_incoming_request(
+    item: IncomingObject, model_name: str, model_version: str, predictions_bucket: str
+) -> ScoreRequest:
+    """Build the request that scores one ``incoming/`` object in the run of its date."""
+    partition = incoming_partition_name(item.key, item.dt)
+    run_id = run_id_for(item.dt, model_version)
+    output = run_prefix(predictions_bucket, item.dt, run_id) + f"{partition}.parquet"
+    return ScoreRequest(run_id, item.dt, partition, item.uri, output, model_name, str(model_version))
+
+
+def requests_from_s3_event(
+    document: dict, model_name: str, model_version: str, predictions_bucket: str,
+    incoming_prefix: str = INCOMING_PREFIX,
+) -> list[ScoreRequest]:
+    """Turn an S3 event notification into score requests for one model version.
+
+    Raises:
+        MessageError: as ``s3_event_objects``.
+    """
+    return [make_incoming_request(item, model_name, model_version, predictions_bucket)
+            for item in s3_event_objects(document, incoming_prefix)]

@@ -24,7 +24,8 @@ def test_request_round_trip_and_deterministic_output():
 
 def test_request_output_under_predictions_prefix():
     request = make_request("s3://features/features/dt=2026-12-03/part-00007.parquet", "2026-12-03",
-                           "ctr-criteo", "4", "predictions", "comparisons/s3-source/predictions/")
+                           "ctr-criteo", "4", "predictions",
+                           predictions_prefix="comparisons/s3-source/predictions/")
 
     assert request.output_uri == ("s3://predictions/comparisons/s3-source/predictions/"
                                   "dt=2026-12-03/run=2026-12-03.v4/part-00007.parquet")
@@ -34,7 +35,7 @@ def test_request_output_under_predictions_prefix():
 def test_request_rejects_invalid_predictions_prefix(prefix):
     with pytest.raises(MessageError, match="invalid predictions prefix"):
         make_request("s3://features/features/dt=2026-12-03/part-00007.parquet", "2026-12-03",
-                     "ctr-criteo", "4", "predictions", prefix)
+                     "ctr-criteo", "4", "predictions", predictions_prefix=prefix)
 
 
 @pytest.mark.parametrize("body, message", [
