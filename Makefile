@@ -10,7 +10,7 @@ STAMP := $(VENV)/.bootstrap-stamp
 CTR := $(VENV)/bin/ctr
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help setup demo test mlflow-ui lint
+.PHONY: help setup demo test mlflow-ui lint base-image runtime-image
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,3 +32,9 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the demo's store at http://127.0.0.
 
 lint: $(STAMP) ## Ruff over the Python code
 	$(VENV)/bin/ruff check ctr inference training model-images tests
+
+base-image: $(STAMP) ## Build the Debian base image with debootstrap, cached in .cache/images (needs root)
+	$(CTR) image base
+
+runtime-image: $(STAMP) ## Build the inference runtime image into .ctr/images/runtime (BASE_IMAGE=ref to pick the base)
+	$(CTR) image runtime $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
