@@ -10,7 +10,7 @@ STAMP := $(VENV)/.bootstrap-stamp
 CTR := $(VENV)/bin/ctr
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help setup demo test mlflow-ui lint base-image runtime-image
+.PHONY: help setup demo test mlflow-ui lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -33,8 +33,68 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the demo's store at http://127.0.0.
 lint: $(STAMP) ## Ruff over the Python code
 	$(VENV)/bin/ruff check ctr inference training model-images tests
 
+# Images -----------------------------------------------------------------------
+
+.PHONY: base-image runtime-image
+
 base-image: $(STAMP) ## Build the Debian base image with debootstrap, cached in .cache/images (needs root)
 	$(CTR) image base
 
 runtime-image: $(STAMP) ## Build the inference runtime image into .ctr/images/runtime (BASE_IMAGE=ref to pick the base)
 	$(CTR) image runtime $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
+
+# Delivery pipeline ------------------------------------------------------------
+# Each CircleCI job runs one of these targets, which run the same way on a
+# laptop; `make ci-local` runs the jobs in order on this machine.
+
+MODEL_NAME ?= ctr-criteo
+# The model version to bake; "champion" is the MLflow alias training moves.
+MODEL_VERSION ?= champion
+REGISTRY ?= 111122223333.dkr.ecr.us-east-1.amazonaws.com
+IMAGE_REPOSITORY ?= ctr-model
+RELEASE_DIR ?= .ctr/release
+ENV ?= staging
+# Seconds a promotion waits for Argo CD to report the rollout healthy.
+PROMOTE_TIMEOUT ?= 900
+DEPLOY_ARGS ?=
+AWS_WEB_IDENTITY_TOKEN_FILE ?= /tmp/circleci-oidc-token
+# Set to 1 to push the dvc.lock commit (CI jobs do not share a checkout).
+GIT_PUSH ?=
+
+.PHONY: gitops-check ci-aws-identity pipeline-train pipeline-release pipeline-promote ci-local
+
+gitops-check: $(STAMP) ## Render and validate the GitOps manifests and the CircleCI config
+	$(PYTEST) tests/gitops -q $(PYTEST_ARGS)
+
+ci-aws-identity: ## Write CircleCI's OIDC token where the AWS SDKs look for it (no static keys)
+	@test -n "$$CIRCLE_OIDC_TOKEN_V2" || { echo "ci-aws-identity: CIRCLE_OIDC_TOKEN_V2 is not set; run it in a CircleCI job that uses a context" >&2; exit 1; }
+	@test -n "$$AWS_ROLE_ARN" || { echo "ci-aws-identity: AWS_ROLE_ARN is not set (the CI role from terraform output)" >&2; exit 1; }
+	@umask 077 && printf '%s' "$$CIRCLE_OIDC_TOKEN_V2" > $(AWS_WEB_IDENTITY_TOKEN_FILE)
+	@echo "ci-aws-identity: AWS SDKs will assume $$AWS_ROLE_ARN with the token in $(AWS_WEB_IDENTITY_TOKEN_FILE)"
+
+pipeline-train: $(STAMP) ## Retrain (dvc repro, logged to MLflow) and commit dvc.lock with [skip ci]
+	$(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc push
+	git add dvc.lock
+	git diff --cached --quiet || git commit --quiet -m "Record the training run in dvc.lock [skip ci]"
+	$(if $(GIT_PUSH),git push origin HEAD:$$(git rev-parse --abbrev-ref HEAD))
+
+pipeline-release: $(STAMP) ## Bake MODEL_VERSION into an image, push it to REGISTRY, write RELEASE_DIR/image-ref
+	@mkdir -p $(RELEASE_DIR)
+	$(CTR) image bake $(MODEL_NAME) $(MODEL_VERSION) --layout $(RELEASE_DIR)/layout
+	$(CTR) image push $(RELEASE_DIR)/layout $(REGISTRY)/$(IMAGE_REPOSITORY) | tee $(RELEASE_DIR)/push.log
+	tail -n 1 $(RELEASE_DIR)/push.log > $(RELEASE_DIR)/image-ref
+	@echo "release: $$(cat $(RELEASE_DIR)/image-ref)"
+
+pipeline-promote: $(STAMP) ## Promote to ENV (staging: the pushed image; prod: what staging runs) and wait
+	$(CTR) deploy promote $(ENV) $(if $(filter prod,$(ENV)),--from staging,$$(cat $(RELEASE_DIR)/image-ref)) \
+		--push --wait --timeout $(PROMOTE_TIMEOUT) $(DEPLOY_ARGS)
+
+ci-local: $(STAMP) ## Run the pipeline's jobs in order on this machine (local registry, API stand-in)
+	./scripts/ci-local.sh
+
+# Infrastructure ---------------------------------------------------------------
+
+.PHONY: tf-check
+tf-check: $(STAMP) ## Terraform: fmt, offline init and validate, terraform test, checkov, invariants
+	$(PYTEST) tests/terraform $(PYTEST_ARGS)

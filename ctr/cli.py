@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # Modules in ctr.commands; each defines register(subparsers).
@@ -19,6 +20,7 @@ COMMAND_MODULES = (
     "pipeline",
     "scoring",
     "images",
+    "deploy",
 )
 
 logger = logging.getLogger("ctr")
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    # MLflow's per-file download bars would bury the command's own progress output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "py4j", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,6 +1,6 @@
 """The main job on one machine: logs in, trained and registered model, baked image, scored partitions out.
 
-Every step is the library function that production runs; only the services
+Every step is the library function that production runs. Only the services
 are local stand-ins (moto for S3 and SQS, MLflow with SQLite, an OCI image
 layout for the registry, worker processes for the Deployment). Whatever a
 person inspects afterwards lives under the work directory (``.ctr/`` by

@@ -1,7 +1,7 @@
 """Create the buckets and queues a run needs on an S3/SQS endpoint (the local emulator or a test account).
 
-Production creates the same resources with Terraform; this module mirrors
-their shape: one bucket per kind of data, and a scoring queue whose redrive
+Production creates the same resources with Terraform, and this module
+mirrors their shape: one bucket per kind of data, and a scoring queue whose redrive
 policy moves a message to the dead-letter queue after ``max_receive_count``
 receives.
 """

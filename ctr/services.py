@@ -81,10 +81,10 @@ class LocalService:
         raise NotImplementedError
 
     def start(self, timeout: float = 120.0) -> LocalService:
-        """Start the process and wait until it answers.
+        """Start the process and wait until it responds.
 
         Raises:
-            ServiceError: the port is taken, the process exits, or it does not answer in time.
+            ServiceError: the port is taken, the process exits, or it does not respond in time.
         """
         check_port_free(self.port, self.name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ class LocalService:
                 return self
             time.sleep(0.3)
         self.stop()
-        raise ServiceError(f"{self.name} did not answer on {self.url} within {timeout:.0f} s; see {self.log_path}")
+        raise ServiceError(f"{self.name} did not respond on {self.url} within {timeout:.0f} s; see {self.log_path}")
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the process group: SIGTERM, then SIGKILL after ``timeout`` seconds."""

@@ -1,8 +1,8 @@
 """Session-wide fixtures: the shared data folder, one Spark session, and real local services.
 
-S3 and SQS come from LocalStack through testcontainers when a Docker engine
-answers (``docker info``), otherwise from a moto server subprocess; both are
-started on a free loopback port and the same tests run against either.
+S3 and SQS come from LocalStack through testcontainers when ``docker info``
+succeeds, otherwise from a moto server subprocess. Both start on a free
+loopback port, and the same tests run against either.
 MLflow runs as a real tracking server with a SQLite store.
 """
 
@@ -23,7 +23,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 def docker_available() -> bool:
-    """Tell whether a Docker engine answers here."""
+    """Return True when ``docker info`` succeeds, so a Docker engine runs here."""
     if not shutil.which("docker"):
         return False
     try:

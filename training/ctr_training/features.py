@@ -95,6 +95,10 @@ def spark_session(master: str = "local[*]", app_name: str = "ctr-features", driv
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.sql.parquet.compression.codec", "zstd")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Large Arrow batches: the encoder builds its hash lookups once per batch.
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "262144")
+        # Split plain-text logs into blocks small enough to keep every core busy.
+        .config("spark.sql.files.maxPartitionBytes", str(32 << 20))
         .getOrCreate()
     )
 
@@ -138,10 +142,13 @@ def read_lines(spark, paths: list[str]):
     blocks = lines.groupBy("_file", "_block").agg(F.count("*").alias("_n"), F.min("_mid").alias("_first"))
     ordered = Window.orderBy("_file", "_block").rowsBetween(Window.unboundedPreceding, -1)
     blocks = blocks.withColumn("_offset", F.coalesce(F.sum("_n").over(ordered), F.lit(0)))
-    return (
+    numbered = (
         lines.join(F.broadcast(blocks.select("_file", "_block", "_offset", "_first")), ["_file", "_block"])
         .select((F.col("_offset") + F.col("_mid") - F.col("_first") + 1).cast("long").alias("row_id"), "value")
     )
+    # A gzip file is one block, read by one task: spread its lines over every
+    # core before the parsing and encoding steps.
+    return numbered.repartition(spark.sparkContext.defaultParallelism * 2)
 
 
 def parse_lines(lines, labelled: bool = True):
@@ -205,11 +212,13 @@ def split_malformed(parsed, max_malformed_fraction: float, source: str):
     from pyspark.sql import functions as F
 
     totals = parsed.agg(F.count("*").alias("n"), F.count(ERROR).alias("bad")).first()
-    examples = [
-        (row.row_id, row[ERROR])
-        for row in parsed.where(F.col(ERROR).isNotNull()).orderBy("row_id")
-        .select("row_id", ERROR).limit(MALFORMED_REPORT_LIMIT).collect()
-    ]
+    examples = []
+    if totals.bad:
+        examples = [
+            (row.row_id, row[ERROR])
+            for row in parsed.where(F.col(ERROR).isNotNull()).orderBy("row_id")
+            .select("row_id", ERROR).limit(MALFORMED_REPORT_LIMIT).collect()
+        ]
     report = MalformedLines(total_lines=totals.n, malformed=totals.bad, examples=examples)
     for line, reason in examples:
         logger.warning("%s line %d is malformed: %s", source, line, reason)
