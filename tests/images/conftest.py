@@ -1,85 +1,36 @@
 """Fixtures for image tests: a real registry on loopback, a registered tiny model, a small base image.
 
-The registry is Debian's ``docker-registry`` with a configuration file that
-the fixture writes (filesystem storage in a temporary folder, a free port on
-127.0.0.1). The model is trained by the platform's own training code on a
-tiny feature table and registered in the session's MLflow server.
+The registry is Debian's ``docker-registry`` started by
+``ctr.testing.registry.LocalRegistry``, which writes its configuration file
+(filesystem storage in a temporary folder, a free port on 127.0.0.1). The
+model is trained by the platform's own training code on a tiny feature
+table and registered in the session's MLflow server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctr.services import free_port
+from ctr.testing.registry import LocalRegistry
 from tests.helpers import feature_table
 
 MODEL_NAME = "ctr-images-test"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-class LocalRegistry:
-    """``docker-registry serve`` on 127.0.0.1 with its storage in ``folder``, plus distribution API reads."""
+class RegistryReader:
+    """Client for reads from the distribution API of a registry on loopback."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 30.0) -> LocalRegistry:
-        binary = shutil.which("docker-registry")
-        if binary is None:
-            pytest.fail("docker-registry is not installed; `make setup` installs the Debian package docker-registry")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        config = self.folder / "config.yml"
-        config.write_text(
-            "version: 0.1\n"
-            "log:\n  level: warn\n"
-            "storage:\n"
-            f"  filesystem:\n    rootdirectory: {self.folder / 'data'}\n"
-            "  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n  secret: tests-only\n"
-        )
-        log = (self.folder / "registry.log").open("ab")
-        self.process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"docker-registry exited with {self.process.returncode}: "
-                            f"{(self.folder / 'registry.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"docker-registry did not respond on {self.host} within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+    def __init__(self, host: str):
+        self.host = host
 
     def _get(self, path: str, accept: str = "") -> tuple[bytes, dict]:
         request = urllib.request.Request(f"http://{self.host}/v2/{path}",
@@ -115,10 +66,9 @@ class LocalRegistry:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    """A docker-registry on a free loopback port, for one test module."""
-    server = LocalRegistry(tmp_path_factory.mktemp("registry")).start()
-    yield server
-    server.stop()
+    """Debian's docker-registry on a free loopback port with a configuration of its own, for one test module."""
+    with LocalRegistry(tmp_path_factory.mktemp("registry")) as running:
+        yield RegistryReader(running.host)
 
 
 @dataclass(frozen=True)
