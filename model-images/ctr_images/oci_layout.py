@@ -144,9 +144,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
 def annotate_bundle_layer(layout: Path, tag: str) -> ImageRef:
     """Mark the last layer of image ``tag`` as the bundle layer and return the image.
 
-    The manifest is rewritten with the layer annotation and the index entry
-    of ``tag`` points to the new manifest; the old manifest blob is deleted
-    when no other tag uses it. Annotating an annotated image changes nothing.
+    The manifest is rewritten with the layer annotation, and the index entry
+    of ``tag`` then points to the new manifest. The old manifest blob is
+    deleted when no other tag uses it. Annotating an annotated image changes
+    nothing.
 
     Raises:
         ImageNotFoundError: the layout or tag is missing.

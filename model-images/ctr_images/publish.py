@@ -159,7 +159,7 @@ def push_model_image(source: str, destination: str, *, record: bool = True,
     if record:
         check_registered(verified.facts)
 
-    digest = push_layout(folder, verified.tag, repository, tls_verify=tls)
+    digest = push_layout(folder, verified.tag, repository, tls_verify=tls, destination_tag=tag)
     if digest != verified.digest:
         raise ImageError(f"the registry stored {repository.reference(tag)} as {digest}, "
                          f"but the layout's manifest is {verified.digest}")

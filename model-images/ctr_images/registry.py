@@ -131,7 +131,12 @@ def local_layout(reference: str) -> tuple[Path, str] | None:
     """Return (layout folder, tag) when ``reference`` names an image layout, else None.
 
     ``oci:DIR[:TAG]`` always names a layout; ``DIR[:TAG]`` does when ``DIR`` exists.
+
+    Raises:
+        ImageError: the reference is empty.
     """
+    if not reference.strip():
+        raise ImageError("the image reference is empty; pass oci:DIR[:TAG], DIR[:TAG] or HOST/REPOSITORY[:TAG]")
     if reference.startswith(OCI_TRANSPORT):
         return parse_layout_reference(reference)
     if Path(reference).is_dir():
@@ -164,8 +169,11 @@ def check_registry(host: str, tls_verify: bool) -> None:
         raise RegistryUnavailableError(f"{url} returned HTTP {status}, so it is not an image registry")
 
 
-def push_layout(layout: Path, tag: str, destination: RegistryRepository, *, tls_verify: bool) -> str:
-    """Copy image ``tag`` of an OCI layout to ``destination:tag`` and return the pushed manifest digest.
+def push_layout(layout: Path, tag: str, destination: RegistryRepository, *, tls_verify: bool,
+                destination_tag: str = "") -> str:
+    """Copy image ``tag`` of an OCI layout to ``destination`` and return the pushed manifest digest.
+
+    The image is tagged ``destination_tag`` in the registry, or ``tag`` when that is empty.
 
     ``--preserve-digests`` makes skopeo fail instead of converting the
     manifest, so the pushed digest is the layout's digest.
@@ -175,14 +183,15 @@ def push_layout(layout: Path, tag: str, destination: RegistryRepository, *, tls_
         ToolError: skopeo fails.
     """
     check_registry(destination.host, tls_verify)
+    target = destination.reference(destination_tag or tag)
     with tempfile.TemporaryDirectory(prefix="ctr-push-") as scratch:
         digest_file = Path(scratch) / "digest"
         tools.run(["skopeo", "copy", "--quiet", "--preserve-digests", "--digestfile", str(digest_file),
                    f"--dest-tls-verify={str(tls_verify).lower()}",
-                   f"{OCI_TRANSPORT}{Path(layout).resolve()}:{tag}", DOCKER_TRANSPORT + destination.reference(tag)],
-                  what=f"push {layout}:{tag} to {destination}", timeout=SKOPEO_TIMEOUT_SECONDS)
+                   f"{OCI_TRANSPORT}{Path(layout).resolve()}:{tag}", DOCKER_TRANSPORT + target],
+                  what=f"push {layout}:{tag} to {target}", timeout=SKOPEO_TIMEOUT_SECONDS)
         digest = digest_file.read_text().strip()
-    logger.info("pushed %s:%s to %s", layout, tag, destination.reference(tag, digest))
+    logger.info("pushed %s:%s to %s@%s", layout, tag, target, digest)
     return digest
 
 

@@ -183,6 +183,13 @@ def test_cli_push_prints_reference_last(baked, registry, capsys):
     assert last_line == f"{registry.host}/cli-model:{baked.image.tag}@{baked.image.digest}"
 
 
+def test_push_to_another_tag(baked, registry):
+    pushed = push_model_image(str(baked.image.layout), f"{registry.host}/retagged:release-1", record=False)
+
+    assert pushed.reference == f"{registry.host}/retagged:release-1@{baked.image.digest}"
+    assert registry.tags("retagged") == ["release-1"]
+
+
 def test_missing_model_version_bakes_nothing(registered_model, registry, tmp_path, capsys):
     layout = tmp_path / "layout"
     code = ctr_main(["image", "bake", registered_model.name, "999", "--layout", str(layout),
