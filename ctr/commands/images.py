@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     bake.add_argument("--layout", type=Path, help="OCI image layout folder to write (default: .ctr/images/MODEL)")
     bake.add_argument("--workdir", type=Path, default=Path(".ctr/bundles"), help="where bundles are written")
     bake.add_argument("--base", default=os.environ.get("CTR_RUNTIME_IMAGE", "scratch"),
-                      help="runtime image to build on: oci:DIR:TAG or HOST/REPOSITORY[:TAG|@DIGEST]; scratch "
-                           "gives an image with the bundle alone (default: $CTR_RUNTIME_IMAGE or scratch)")
+                      help="runtime image to build on: oci:DIR:TAG or HOST/REPOSITORY[:TAG|@DIGEST]; runtime "
+                           "builds or reuses this checkout's runtime image on $BASE_IMAGE; scratch gives an image "
+                           "with the bundle alone (default: $CTR_RUNTIME_IMAGE or scratch)")
     bake.set_defaults(handler=run_bake)
 
     push = commands.add_parser("push", help="verify a baked image, push it, and record it on the model version")

@@ -44,6 +44,8 @@ from ctr_images.registry import ResolvedImage, check_base_digest, resolve_image
 logger = logging.getLogger(__name__)
 
 DOCKERFILE = "model.Dockerfile"
+# The base name that means "the runtime image of this checkout, built now or reused".
+RUNTIME_BASE = "runtime"
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
 
@@ -224,8 +226,11 @@ def bake(model_name: str, version: str, work_dir: Path, layout: Path, base: str 
     """Write the bundle of a model version and build its image into ``layout``.
 
     ``version`` is a version number or an alias (``champion``). ``base`` is
-    the runtime image (``oci:DIR:TAG`` or a registry reference); None or
-    ``scratch`` gives an image that contains the bundle alone.
+    the runtime image (``oci:DIR:TAG`` or a registry reference). ``runtime``
+    means the runtime image of this checkout, which ``build_runtime_image``
+    builds on ``$BASE_IMAGE`` (or the debootstrap base) unless an image with
+    the same inputs exists. None or ``scratch`` gives an image that contains
+    the bundle alone.
 
     Raises:
         ModelVersionNotFoundError: the registry has no such version or alias.
@@ -238,6 +243,10 @@ def bake(model_name: str, version: str, work_dir: Path, layout: Path, base: str 
 
     model_version = resolve_model_version(model_name, version)
     version = str(model_version.version)
+    if base == RUNTIME_BASE:
+        from ctr_images.runtime_image import build_runtime_image
+
+        base = build_runtime_image(base=os.environ.get("BASE_IMAGE") or None).reference
     resolved_base = resolve_image(base)
 
     bundle_dir = Path(work_dir) / f"{model_name}-v{version}" / "bundle"
