@@ -33,6 +33,16 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the demo's store at http://127.0.0.
 lint: $(STAMP) ## Ruff over the Python code
 	$(VENV)/bin/ruff check ctr inference training model-images tests
 
+# Images -----------------------------------------------------------------------
+
+.PHONY: base-image runtime-image
+
+base-image: $(STAMP) ## Build the Debian base image with debootstrap, cached in .cache/images (needs root)
+	$(CTR) image base
+
+runtime-image: $(STAMP) ## Build the inference runtime image into .ctr/images/runtime (BASE_IMAGE=ref to pick the base)
+	$(CTR) image runtime $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
+
 # Delivery pipeline ------------------------------------------------------------
 # Each CircleCI job runs one of these targets, which run the same way on a
 # laptop; `make ci-local` runs the jobs in order on this machine.

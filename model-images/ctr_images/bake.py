@@ -1,40 +1,59 @@
-"""The one bake code path: a registered MLflow model version becomes a model bundle and an image.
+"""The one bake code path: a registered MLflow model version becomes a model bundle and a model image.
 
 ``write_bundle`` assembles the bundle from ``models:/<name>/<version>`` (the
 LightGBM text model) and the run's ``bundle/`` artifacts (feature list and
-encoding table). ``bake`` then packs that bundle into an OCI image layout,
-tagged ``<model>-v<version>-<git short sha>`` and labelled with the model's
-facts.
+encoding table). ``bake`` then builds ``model-images/model.Dockerfile`` with
+buildah on a base image (the runtime image, or ``scratch``), writes the
+image into an OCI image layout tagged ``<model>-v<version>-<git short sha>``
+with the model's facts as labels, marks the bundle layer and checks the
+result. ``ctr image bake``, the demo and CI all call ``bake``.
+
+Rebaking the same model version at the same commit on the same base gives
+the same bundle layer digest, for three reasons. The bundle's files are
+byte-identical, because no wall-clock time goes into them. The build context
+has fixed file modes. buildah stamps every added file and the image with one
+fixed time: the later of the version's registration and the commit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctr_inference.bundle import ENCODING_FILE, MODEL_FILE, library_versions, write_metadata
-from ctr_inference.errors import BundleNotFoundError, CtrError
+from ctr_inference.bundle import (
+    ENCODING_FILE,
+    MODEL_FILE,
+    library_versions,
+    sha256_file,
+    write_metadata,
+)
+from ctr_inference.errors import BundleNotFoundError
 
-from ctr_images.oci_layout import ImageRef, write_model_image
+from ctr_images import labels as oci_labels
+from ctr_images import tools
+from ctr_images.buildah import temporary_buildah
+from ctr_images.errors import ImageContentError, ModelVersionNotFoundError
+from ctr_images.oci_layout import ImageRef, annotate_bundle_layer
+from ctr_images.registry import ResolvedImage, check_base_digest, resolve_image
 
 logger = logging.getLogger(__name__)
 
-SOURCE_URL = "https://example.invalid/ctr-platform"
-LABEL_PREFIX = "ai.ctr"
+DOCKERFILE = "model.Dockerfile"
+# The base name that means "the runtime image of this checkout, built now or reused".
+RUNTIME_BASE = "runtime"
+FILE_MODE = 0o644
+FOLDER_MODE = 0o755
 
-
-class ModelVersionNotFoundError(CtrError):
-    """The registry has no such model version."""
 
 
 @dataclass(frozen=True)
 class BakeResult:
-    """A baked model: its bundle directory, digest and image."""
+    """A baked model: its bundle directory and digest, the image, and the bundle's metadata."""
 
     bundle_dir: Path
     bundle_digest: str
@@ -47,13 +66,29 @@ def image_tag(model_name: str, version: str, git_commit: str) -> str:
     return f"{model_name}-v{version}-{git_commit[:7]}"
 
 
-def source_git_commit(directory: Path | None = None) -> str:
-    """Return the platform's checked-out commit (the code that bakes and serves), or ``unknown``."""
+def resolve_model_version(model_name: str, version: str):
+    """Return the MLflow ``ModelVersion`` for a version number or an alias (``champion`` or ``@champion``).
+
+    The tracking server comes from ``MLFLOW_TRACKING_URI``.
+
+    Raises:
+        ModelVersionNotFoundError: the registry has no such model, version or alias.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    version = str(version)
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory or Path(__file__).parent,
-                              check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        if version.isdigit():
+            return client.get_model_version(model_name, version)
+        return client.get_model_version_by_alias(model_name, version.removeprefix("@"))
+    except MlflowException as error:
+        missing = f"version {version}" if version.isdigit() else f"alias {version.removeprefix('@')!r}"
+        raise ModelVersionNotFoundError(
+            f"model {model_name!r} has no {missing} in the MLflow registry at {mlflow.get_tracking_uri()}; "
+            "list the versions with `mlflow models` or the MLflow UI"
+        ) from error
 
 
 def write_bundle(model_name: str, version: str, bundle_dir: Path) -> dict:
@@ -66,15 +101,9 @@ def write_bundle(model_name: str, version: str, bundle_dir: Path) -> dict:
         BundleNotFoundError: the run lacks the model file or the bundle artifacts.
     """
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
-    try:
-        model_version = client.get_model_version(model_name, str(version))
-    except MlflowException as error:
-        raise ModelVersionNotFoundError(
-            f"model {model_name!r} version {version} is not registered at {mlflow.get_tracking_uri()}"
-        ) from error
+    model_version = resolve_model_version(model_name, version)
+    version = str(model_version.version)
 
     bundle_dir = Path(bundle_dir)
     if bundle_dir.exists():
@@ -94,7 +123,7 @@ def write_bundle(model_name: str, version: str, bundle_dir: Path) -> dict:
 
     libraries = dict(library_versions(), **({"lightgbm": lgb_version} if lgb_version else {}))
     metadata = {
-        "model": {"name": model_name, "version": str(version), "run_id": model_version.run_id,
+        "model": {"name": model_name, "version": version, "run_id": model_version.run_id,
                   "source": f"models:/{model_name}/{version}"},
         "git_commit": facts.get("git_commit", "unknown"),
         "features": facts["features"],
@@ -118,44 +147,122 @@ def _flavor_version(mlmodel: Path) -> str:
     return str(document.get("flavors", {}).get("lightgbm", {}).get("lgb_version", ""))
 
 
-def image_labels(metadata: dict, bundle_digest: str, platform_commit: str, created: str) -> dict[str, str]:
-    """OCI labels that tell which model an image serves."""
+def image_labels(metadata: dict, bundle_digest: str, platform_commit: str, created: str,
+                 base: ResolvedImage | None = None, model_sha256: str = "") -> dict[str, str]:
+    """Return the OCI labels that tell which model an image serves and what it was built from."""
     model = metadata["model"]
-    return {
-        "org.opencontainers.image.revision": platform_commit,
-        "org.opencontainers.image.created": created,
-        "org.opencontainers.image.source": SOURCE_URL,
-        "org.opencontainers.image.title": f"{model['name']} model {model['version']}",
-        f"{LABEL_PREFIX}.model.name": model["name"],
-        f"{LABEL_PREFIX}.model.version": str(model["version"]),
-        f"{LABEL_PREFIX}.mlflow.run_id": model.get("run_id", ""),
-        f"{LABEL_PREFIX}.bundle.sha256": bundle_digest,
+    labels = {
+        oci_labels.REVISION: platform_commit,
+        oci_labels.CREATED: created,
+        oci_labels.SOURCE: oci_labels.source_url(),
+        oci_labels.TITLE: f"{model['name']} model {model['version']}",
+        oci_labels.MODEL_NAME: model["name"],
+        oci_labels.MODEL_VERSION: str(model["version"]),
+        oci_labels.MODEL_URI: f"models:/{model['name']}/{model['version']}",
+        oci_labels.RUN_ID: model.get("run_id", ""),
+        oci_labels.BUNDLE_SHA256: bundle_digest,
+        oci_labels.MODEL_SHA256: model_sha256,
     }
+    if base is not None:
+        labels[oci_labels.BASE_NAME] = base.name
+        if base.digest:
+            labels[oci_labels.BASE_DIGEST] = base.digest
+    return labels
 
 
-def bake(model_name: str, version: str, work_dir: Path, layout: Path,
-         base: tuple[Path, str] | None = None) -> BakeResult:
-    """Write the bundle of a model version and pack it into an image in ``layout``."""
+def prepare_bundle_context(bundle_dir: Path, context: Path, mtime: int) -> None:
+    """Copy a bundle into ``context/bundle`` with files 0644, folders 0755 and one modification time.
+
+    Raises:
+        ImageContentError: the bundle contains a symbolic link or a special file.
+    """
+    target_root = Path(context) / "bundle"
+    target_root.mkdir(parents=True)
+    for source in sorted(Path(bundle_dir).rglob("*")):
+        target = target_root / source.relative_to(bundle_dir)
+        if source.is_symlink() or not (source.is_file() or source.is_dir()):
+            raise ImageContentError(f"bundle entry {source} is not a regular file or folder")
+        if source.is_dir():
+            target.mkdir()
+        else:
+            shutil.copyfile(source, target)
+            os.chmod(target, FILE_MODE)
+    for path in sorted(target_root.rglob("*"), reverse=True) + [target_root]:
+        if path.is_dir():
+            os.chmod(path, FOLDER_MODE)
+        os.utime(path, (mtime, mtime))
+
+
+def build_model_image(bundle_dir: Path, layout: Path, tag: str, labels: dict[str, str], base: ResolvedImage,
+                      created: int) -> ImageRef:
+    """Build the model image with buildah into ``layout`` as ``tag`` and mark its bundle layer.
+
+    Raises:
+        ToolError: buildah fails.
+        ImageContentError: the new layer contains more than the bundle, or the base changed during the build.
+    """
+    layout = Path(layout).resolve()
+    layout.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ctr-bake-") as scratch:
+        context = Path(scratch) / "context"
+        prepare_bundle_context(bundle_dir, context, created)
+        name = f"localhost/ctr-bake:{tag}"
+        with temporary_buildah() as buildah:
+            from_reference, pull = buildah.use_base(base)
+            buildah.build(tools.dockerfile(DOCKERFILE), context, name,
+                          build_args={"RUNTIME_IMAGE": from_reference}, labels=labels,
+                          annotations={oci_labels.BASE_NAME: base.name}, timestamp=created,
+                          tls_verify=base.tls_verify, pull=pull)
+            buildah.push(name, f"oci:{layout}:{tag}")
+    check_base_digest(layout, tag, base)
+    return annotate_bundle_layer(layout, tag)
+
+
+def _registration_seconds(model_version) -> int:
+    return int(model_version.creation_timestamp // 1000)
+
+
+def bake(model_name: str, version: str, work_dir: Path, layout: Path, base: str | None = None) -> BakeResult:
+    """Write the bundle of a model version and build its image into ``layout``.
+
+    ``version`` is a version number or an alias (``champion``). ``base`` is
+    the runtime image (``oci:DIR:TAG`` or a registry reference). ``runtime``
+    means the runtime image of this checkout, which ``build_runtime_image``
+    builds on ``$BASE_IMAGE`` (or the debootstrap base) unless an image with
+    the same inputs exists. None or ``scratch`` gives an image that contains
+    the bundle alone.
+
+    Raises:
+        ModelVersionNotFoundError: the registry has no such version or alias.
+        BundleError: the bundle cannot be written or does not verify.
+        ImageError: the base image is missing, or buildah fails.
+    """
     from ctr_inference.bundle import load_bundle
+
+    from ctr_images.publish import verify_model_image
+
+    model_version = resolve_model_version(model_name, version)
+    version = str(model_version.version)
+    if base == RUNTIME_BASE:
+        from ctr_images.runtime_image import build_runtime_image
+
+        base = build_runtime_image(base=os.environ.get("BASE_IMAGE") or None).reference
+    resolved_base = resolve_image(base)
 
     bundle_dir = Path(work_dir) / f"{model_name}-v{version}" / "bundle"
     metadata = write_bundle(model_name, version, bundle_dir)
     bundle = load_bundle(bundle_dir)
-    commit = source_git_commit()
-    created = _registration_time(model_name, version)
-    labels = image_labels(metadata, bundle.digest, commit, created)
-    image = write_model_image(layout, image_tag(model_name, str(version), commit), bundle_dir, labels,
-                              base=base, created=created)
-    logger.info("baked %s version %s into %s (manifest %s, bundle %s)", model_name, version, image,
-                image.digest, bundle.digest[:12])
+
+    commit = oci_labels.platform_commit()
+    if oci_labels.uncommitted_changes():
+        logger.warning("the checkout has uncommitted changes; the tag names commit %s, which lacks them", commit[:7])
+    created = max(_registration_seconds(model_version), oci_labels.commit_time() or 0)
+    labels = image_labels(metadata, bundle.digest, commit, oci_labels.rfc3339(created), resolved_base,
+                          sha256_file(bundle.model_file))
+    tag = image_tag(model_name, version, commit)
+
+    image = build_model_image(bundle_dir, layout, tag, labels, resolved_base, created)
+    verify_model_image(image.layout, image.tag)
+    logger.info("baked %s version %s into %s (manifest %s, bundle %s) on %s", model_name, version, image,
+                image.digest, bundle.digest[:12], resolved_base.name)
     return BakeResult(bundle_dir, bundle.digest, image, metadata)
-
-
-def _registration_time(model_name: str, version: str) -> str:
-    """The model version's registration time: a creation date that is the same on every rebake."""
-    import datetime
-
-    import mlflow
-
-    millis = mlflow.MlflowClient().get_model_version(model_name, str(version)).creation_timestamp
-    return datetime.datetime.fromtimestamp(millis / 1000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
