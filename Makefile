@@ -10,7 +10,7 @@ STAMP := $(VENV)/.bootstrap-stamp
 CTR := $(VENV)/bin/ctr
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help setup demo test mlflow-ui lint
+.PHONY: help setup demo test mlflow-ui lint bench bench-full
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,3 +32,10 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the demo's store at http://127.0.0.
 
 lint: $(STAMP) ## Ruff over the Python code
 	$(VENV)/bin/ruff check ctr inference training model-images tests
+
+# Trained models and compiled artifacts are cached in .cache/bench, so a rerun only measures.
+bench: $(STAMP) ## Measure scoring speed of every engine on the reference models (bench/results.json)
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+bench-full: $(STAMP) ## As bench, plus the large 1000-tree, 255-leaf models (slow: training and compiling)
+	$(VENV)/bin/python -m bench --full $(BENCH_ARGS)

@@ -139,10 +139,21 @@ def rows_per_second(predict, matrix: np.ndarray, repeats: int = 3) -> float:
     return matrix.shape[0] / float(np.median(timings))
 
 
+def speed_rows(rows) -> np.ndarray:
+    """Return the rows that candidates are timed on: the ordinary check rows, repeated."""
+    from ctr_inference.check_rows import ORDINARY
+
+    ordinary = rows.matrix[rows.kinds == ORDINARY]
+    return np.asfortranarray(np.resize(ordinary, (SPEED_ROWS, ordinary.shape[1])))
+
+
 def check_artifact(engine: str, model_file: Path, artifact: Path, check_rows: Path) -> dict:
-    """Score the check rows with a compiled artifact and time it against LightGBM, in this process."""
-    import lightgbm
-    from ctr_inference.check_rows import ORDINARY, max_abs_diff_by_kind
+    """Score the check rows with a compiled artifact and time it on one thread, in this process.
+
+    LightGBM is not imported here (it takes seconds), because the check rows
+    carry its predictions.
+    """
+    from ctr_inference.check_rows import max_abs_diff_by_kind
     from ctr_inference.engines import COMPILED_ENGINES
 
     rows = _load_check_matrix(check_rows)
@@ -152,23 +163,21 @@ def check_artifact(engine: str, model_file: Path, artifact: Path, check_rows: Pa
     by_kind = {kind: (value if np.isfinite(value) else None)
                for kind, value in max_abs_diff_by_kind(rows, predictions, rows.expected).items()}
     worst = None if None in by_kind.values() else max(by_kind.values(), default=0.0)
-
-    ordinary = rows.matrix[rows.kinds == ORDINARY]
-    speed_rows = np.ascontiguousarray(np.resize(ordinary, (SPEED_ROWS, ordinary.shape[1])))
-    booster = lightgbm.Booster(model_file=str(model_file))
     return {
         "max_abs_diff": worst,
         "max_abs_diff_by_kind": by_kind,
         "rows": len(rows),
-        "rows_per_second_per_core": rows_per_second(loaded.predict, speed_rows),
-        "lightgbm_rows_per_second_per_core": rows_per_second(
-            lambda matrix: booster.predict(matrix, num_threads=1), speed_rows),
+        "rows_per_second_per_core": rows_per_second(loaded.predict, speed_rows(rows)),
     }
 
 
-def _run_child(arguments: list[str], timeout: float) -> tuple[str, dict | str]:
-    """Run ``python -m ctr_images.compile ARGUMENTS``; return (status, JSON result or error detail)."""
-    command = [sys.executable, "-m", "ctr_images.compile", *arguments]
+def run_child(arguments: list[str], timeout: float, module: str = "ctr_images.compile") -> tuple[str, dict | str]:
+    """Run ``python -m MODULE ARGUMENTS``; return (status, JSON result or error detail).
+
+    The status is ``ok``, ``crashed`` (killed by a signal), ``failed`` (non-zero
+    exit or no JSON on the last stdout line) or ``timed_out``.
+    """
+    command = [sys.executable, "-m", module, *arguments]
     try:
         finished = subprocess.run(command, check=False, capture_output=True, text=True,
                                   timeout=timeout)
@@ -204,7 +213,7 @@ def compile_candidate(engine: str, model_file: Path, artifact: Path, check_rows:
         return dict(record, status=UNAVAILABLE, detail=f"the Python package {engine} is not installed")
 
     started = time.perf_counter()
-    status, result = _run_child(
+    status, result = run_child(
         ["compile", "--engine", engine, "--model", str(model_file), "--artifact", str(artifact),
          "--target", target], COMPILE_TIMEOUT)
     record["compile_seconds"] = round(time.perf_counter() - started, 2)
@@ -213,7 +222,7 @@ def compile_candidate(engine: str, model_file: Path, artifact: Path, check_rows:
         return dict(record, status=status, stage="compile", detail=result)
     record["size_bytes"] = artifact.stat().st_size
 
-    status, result = _run_child(
+    status, result = run_child(
         ["check", "--engine", engine, "--model", str(model_file), "--artifact", str(artifact),
          "--check-rows", str(check_rows)], CHECK_TIMEOUT)
     if status != OK:
@@ -274,6 +283,8 @@ def compile_bundle(
     check_path = bundle_dir / CHECK_ROWS_FILE
     write_check_rows(check_path, rows, features)
     logger.info("wrote %d check rows to %s: %s", len(rows), check_path, rows.counts())
+    lightgbm_speed = rows_per_second(lambda matrix: booster.predict(matrix, num_threads=1),
+                                     speed_rows(rows))
 
     compiled_dir = bundle_dir / COMPILED_DIR
     work_dir = compiled_dir / ".candidates"
@@ -308,7 +319,7 @@ def compile_bundle(
             parity={"max_abs_diff": best["max_abs_diff"],
                     "max_abs_diff_by_kind": best["max_abs_diff_by_kind"]},
             rows_per_second_per_core={best["engine"]: best["rows_per_second_per_core"],
-                                      "lightgbm": best["lightgbm_rows_per_second_per_core"]},
+                                      "lightgbm": lightgbm_speed},
         )
     shutil.rmtree(work_dir, ignore_errors=True)
     if best is None and compiled_dir.is_dir() and not any(compiled_dir.iterdir()):
