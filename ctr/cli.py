@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "pipeline",
     "scoring",
     "images",
+    "plan",
 )
 
 logger = logging.getLogger("ctr")
