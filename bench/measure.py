@@ -84,9 +84,8 @@ def load(engine: str, model_file: Path, artifact: Path | None, threads: int):
 
 
 def time_engine(args) -> dict:
-    from ctr_inference.check_rows import max_abs_diff_by_kind
-
     from ctr_images.compile import _load_check_matrix
+    from ctr_inference.check_rows import max_abs_diff_by_kind
 
     # Fortran order, as ctr_inference.contract.feature_matrix builds it for the worker.
     rows = np.asfortranarray(np.load(args.rows))

@@ -29,8 +29,8 @@ def _size(result: dict, model: dict) -> str:
 
 def speed_table(results: dict) -> str:
     lines = [
-        "| model | engine | rows/s, 1 core | rows/s, 2 cores | vs LightGBM, 1 core | vs LightGBM, 2 cores "
-        "| cores for 1e9 rows/h | compile | artifact |",
+        ("| model | engine | rows/s, 1 core | rows/s, 2 cores | vs LightGBM, 1 core | vs LightGBM, 2 cores "
+        "| cores for 1e9 rows/h | compile | artifact |"),
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for model in results["models"]:

@@ -117,7 +117,6 @@ def _prepare_rows(dataset_factory, encoding: str, rows: int, cache_dir: Path) ->
 
 def _check_rows(model: models.TrainedModel, rows_path: Path, directory: Path) -> tuple[Path, dict]:
     import lightgbm
-
     from ctr_inference.check_rows import make_check_rows, write_check_rows
 
     path = directory / "check_rows.parquet"

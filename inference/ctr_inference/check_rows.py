@@ -10,7 +10,7 @@ cases where engines tend to differ from LightGBM:
 - ``threshold``, ``above``, ``below``: every numeric split threshold of the
   model exactly, and the next float64 above and below it;
 - ``categorical``: frequency-encoded categorical features at 0 (unseen or
-  rare) and at negative values; native categorical features at codes the
+  rare) and at negative values. Native categorical features at codes the
   model never saw, at negative codes and at a code near 2**31.
 
 The rows are stored in the bundle as ``check_rows.parquet`` with LightGBM's

@@ -1,10 +1,10 @@
 """What the CPU under this process can run, and how much of it the container may use.
 
 Compiled forms of a model contain machine code for one instruction-set level.
-The bake records the ``/proc/cpuinfo`` flags that level needs; at start-up the
-worker compares them with the flags of the CPU it runs on and falls back to
-LightGBM when one is missing, because running the code there would stop the
-process with SIGILL.
+The bake records the ``/proc/cpuinfo`` flags that level needs. At start-up the
+worker compares them with the flags of the CPU it runs on. When one is
+missing, it scores with LightGBM, because the compiled code would stop the
+process with SIGILL there.
 
 Target levels are the x86-64 micro-architecture levels of the System V psABI
 (x86-64-v2, -v3, -v4), which both GCC and LLVM accept as a CPU name, so one

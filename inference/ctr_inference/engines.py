@@ -12,11 +12,15 @@ the bundle (see ``bundle.json`` → ``compiled``):
   lleaves' object cache;
 - ``tl2cgen``: a shared library made by Treelite + TL2cgen with GCC.
 
-``load_engine`` uses the compiled form only when its SHA-256 matches, the CPU
-has every instruction-set flag the form was compiled for, the engine's
-library imports, and its predictions on the bundle's check rows match the
-ones LightGBM made at bake time within ``PARITY_TOLERANCE``. Otherwise it
-logs why and scores with LightGBM.
+``load_engine`` uses the compiled form only when all of these hold:
+
+- its SHA-256 matches the one in ``bundle.json``;
+- the CPU has every instruction-set flag the form was compiled for;
+- the engine's library imports;
+- its predictions on the bundle's check rows are within ``PARITY_TOLERANCE``
+  of the ones LightGBM made at bake time.
+
+Otherwise it logs why and scores with LightGBM.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def zero_band_columns(model_file: str | Path) -> np.ndarray:
     """Return the feature indices with a numerical split threshold in LightGBM's zero band.
 
     Reads the ``split_feature``, ``decision_type`` and ``threshold`` lines of
-    LightGBM's text model format; bit 0 of ``decision_type`` marks a
+    LightGBM's text model format. Bit 0 of ``decision_type`` marks a
     categorical split, whose threshold is a category index, not a value.
     """
     columns: set[int] = set()
@@ -165,7 +169,7 @@ class LleavesEngine:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
-        # lleaves reads rows as contiguous float64; C-ordered input is used without a copy.
+        # lleaves reads rows as contiguous float64, so only C-ordered input is used without a copy.
         matrix = np.ascontiguousarray(_lightgbm_zero_band(matrix, self._zero_band), dtype=np.float64)
         return self._model.predict(matrix, n_jobs=self.threads)
 
@@ -201,7 +205,7 @@ COMPILED_ENGINES = {
 def compiled_unusable_reason(bundle: Bundle, cpu: CpuInfo) -> str:
     """Return why the bundle's compiled form cannot run here, or "" when it can.
 
-    Checks the metadata, the artifact's SHA-256 and the CPU; it does not load the artifact.
+    Checks the metadata, the artifact's SHA-256 and the CPU, without loading the artifact.
     """
     compiled = bundle.metadata.get("compiled") or {}
     engine = compiled.get("engine")
@@ -263,8 +267,8 @@ def load_engine(bundle: Bundle, threads: int | None = None, cpu: CpuInfo | None 
 
     That is the bundle's compiled form when it passes every check in
     ``compiled_unusable_reason`` and matches the expected predictions of the
-    check rows; otherwise LightGBM, with the reason logged as a warning and
-    kept in the engine's ``fallback_reason``.
+    check rows. Otherwise it is LightGBM, and the reason is logged as a
+    warning and kept in the engine's ``fallback_reason``.
 
     Args:
         bundle: a verified bundle.

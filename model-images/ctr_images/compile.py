@@ -6,18 +6,17 @@ is in the bundle directory and before ``write_metadata``:
 1. it writes ``check_rows.parquet`` (see ``ctr_inference.check_rows``) with
    LightGBM's predictions on them;
 2. for each candidate engine, a child process compiles the model into
-   ``compiled/`` and a second, fresh child process loads the compiled file,
-   scores the check rows and times it against LightGBM on one thread. Compiled
-   engines can crash instead of raising (lleaves 1.3.0 made a 500-tree model
-   with native categorical splits that segfaulted on every predict), so a
-   crash only rejects that candidate;
+   ``compiled/``. A second, fresh child process loads the compiled file,
+   scores the check rows and times it on one thread (LightGBM is timed in
+   this process on the same rows). Compiled engines can crash instead of
+   raising, so a crash only rejects that candidate;
 3. it keeps the fastest candidate whose predictions differ from LightGBM's by
    at most ``PARITY_TOLERANCE`` on every check row, deletes the others, and
    returns the ``compiled`` section of ``bundle.json``.
 
 The compiled code targets an x86-64 micro-architecture level (default
 x86-64-v3), so the artifact runs on every CPU with that level's flags, not
-only on the CPU that baked it; ``target="host"`` specializes for the baking
+only on the CPU that baked it. ``target="host"`` specializes for the baking
 CPU instead.
 
 The module is also the child processes' entry point:
@@ -48,12 +47,11 @@ DEFAULT_TARGET = "x86-64-v3"
 ARTIFACT_SUFFIXES = {"lleaves": ".o", "tl2cgen": ".so"}
 
 # Child-process time limits, in seconds. Compiling a 1,000-tree model with
-# 255 leaves takes minutes on 2 cores; checking takes seconds.
+# 255 leaves takes minutes on 2 cores, and checking takes seconds.
 COMPILE_TIMEOUT = 3600
 CHECK_TIMEOUT = 900
 
-# Rows timed per engine when ranking candidates; about one second of LightGBM
-# on the reference model size.
+# Rows timed per engine when ranking candidates.
 SPEED_ROWS = 20_000
 
 OK = "ok"
@@ -231,8 +229,9 @@ def compile_candidate(engine: str, model_file: Path, artifact: Path, check_rows:
     record.update(result)
     worst = result["max_abs_diff"]
     if worst is None or worst > tolerance:
-        shown = "NaN or infinite" if worst is None else f"{worst:.3g}"
-        return dict(record, status=MISMATCH, detail=f"max abs difference {shown} exceeds {tolerance:g}")
+        difference = "NaN or infinite" if worst is None else f"{worst:.3g}"
+        return dict(record, status=MISMATCH,
+                    detail=f"max abs difference {difference} exceeds {tolerance:g}")
     return dict(record, status=OK)
 
 
@@ -305,6 +304,8 @@ def compile_bundle(
         "check_rows": {"file": CHECK_ROWS_FILE, "sha256": sha256_file(check_path),
                        "rows": len(rows), "kinds": rows.counts()},
         "candidates": candidates,
+        # Rows per second on one thread of the bake machine, F-ordered input.
+        "rows_per_second_per_core": {"lightgbm": lightgbm_speed},
     }
     if best is not None:
         name = f"model.{best['engine']}{ARTIFACT_SUFFIXES[best['engine']]}"
@@ -318,9 +319,8 @@ def compile_bundle(
             size_bytes=final.stat().st_size,
             parity={"max_abs_diff": best["max_abs_diff"],
                     "max_abs_diff_by_kind": best["max_abs_diff_by_kind"]},
-            rows_per_second_per_core={best["engine"]: best["rows_per_second_per_core"],
-                                      "lightgbm": lightgbm_speed},
         )
+        section["rows_per_second_per_core"][best["engine"]] = best["rows_per_second_per_core"]
     shutil.rmtree(work_dir, ignore_errors=True)
     if best is None and compiled_dir.is_dir() and not any(compiled_dir.iterdir()):
         compiled_dir.rmdir()

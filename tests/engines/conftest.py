@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ctr_inference.bundle import MODEL_FILE, library_versions, load_bundle, write_metadata
 from ctr_inference.contract import CATEGORICAL_FREQUENCY, NUMERIC, Feature
 

@@ -8,7 +8,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from ctr_images.compile import (
     CRASHED,
     FAILED,
@@ -79,7 +78,6 @@ def test_load_engine_uses_compiled_form(compiled_bundle_dir):
 
 def test_scorer_with_compiled_engine(compiled_bundle_dir):
     import pyarrow as pa
-
     from ctr_inference.scorer import Scorer
 
     bundle = load_bundle(compiled_bundle_dir)

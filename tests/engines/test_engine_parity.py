@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ctr_inference.check_rows import KINDS, make_check_rows
 from ctr_inference.engines import (
+    COMPILED_ENGINES,
     LIGHTGBM_ZERO_THRESHOLD,
     PARITY_TOLERANCE,
-    COMPILED_ENGINES,
     zero_band_columns,
 )
 
@@ -21,7 +20,6 @@ from tests.engines.conftest import FREQUENCY, NATIVE, features_for, new_model_di
                 ids=lambda pair: f"{pair[0]}-{pair[1]}")
 def compiled(request, tmp_path_factory):
     import lightgbm
-
     from ctr_images.compile import ARTIFACT_SUFFIXES, compile_artifact
 
     engine, encoding = request.param
@@ -63,7 +61,6 @@ def test_check_row_kind_matches(compiled, kind):
 
 def test_tl2cgen_reads_low_word_ones_as_missing(tmp_path):
     import lightgbm
-
     from ctr_images.compile import compile_artifact
 
     directory = new_model_dir(tmp_path, FREQUENCY)
@@ -96,9 +93,11 @@ def test_empty_matrix(compiled):
     assert engine.predict(np.empty((0, 6))).shape == (0,)
 
 
-def test_zero_band_values_score_as_zero(compiled):
+def test_zero_band_values_score_as_zero(compiled, tmp_path):
     _, _, booster, engine = compiled
-    columns = zero_band_columns(engine_model_file(booster))
+    model_file = tmp_path / "model.lgb"
+    booster.save_model(str(model_file))
+    columns = zero_band_columns(model_file)
     if columns.size == 0:
         pytest.skip("this model has no threshold in LightGBM's zero band")
     matrix, _ = training_rows(rows=200, seed=13)
@@ -108,14 +107,6 @@ def test_zero_band_values_score_as_zero(compiled):
         original = probe.copy()
         np.testing.assert_allclose(engine.predict(probe), booster.predict(probe), rtol=0, atol=1e-12)
         np.testing.assert_array_equal(probe, original)  # the caller's matrix is not changed
-
-
-def engine_model_file(booster):
-    import tempfile
-
-    handle = tempfile.NamedTemporaryFile(suffix=".lgb", delete=False)
-    booster.save_model(handle.name)
-    return handle.name
 
 
 def test_zero_band_columns_found_in_model(tmp_path):

@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from ctr_inference.bundle import Bundle, load_bundle, write_metadata
 from ctr_inference.check_rows import CHECK_ROWS_FILE, read_check_rows, write_check_rows
 from ctr_inference.cpu import TARGET_FLAGS, CpuInfo, read_cpuinfo
@@ -27,6 +26,7 @@ ARM_CPU = CpuInfo(arch="aarch64", model_name="", flags=frozenset({"fp", "asimd"}
 @pytest.fixture(scope="module")
 def compiled_dir(tmp_path_factory):
     from ctr_images.compile import compile_bundle
+
     from tests.engines.conftest import features_for
 
     directory = new_model_dir(tmp_path_factory.mktemp("fallback"), FREQUENCY)
