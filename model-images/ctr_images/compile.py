@@ -176,11 +176,16 @@ def run_child(arguments: list[str], timeout: float, module: str = "ctr_images.co
     exit or no JSON on the last stdout line) or ``timed_out``.
     """
     command = [sys.executable, "-m", module, *arguments]
-    try:
-        finished = subprocess.run(command, check=False, capture_output=True, text=True,
-                                  timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return TIMED_OUT, f"no result after {timeout:.0f} s"
+    # A session of its own lets a timeout end the compilers the child started, too.
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            return TIMED_OUT, f"no result after {timeout:.0f} s"
+    finished = subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
     if finished.returncode < 0:
         name = signal.Signals(-finished.returncode).name
         return CRASHED, f"killed by {name}; stderr: {_tail(finished.stderr)}"

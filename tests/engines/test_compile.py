@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +112,12 @@ def crash_module(tmp_path, monkeypatch):
             sys.exit(3)
         if step == "sleep":
             time.sleep(30)
+        if step == "grandchild":
+            import subprocess
+            grandchild = subprocess.Popen(["sleep", "30"])
+            with open(sys.argv[2], "w") as handle:
+                handle.write(str(grandchild.pid))
+            time.sleep(30)
         print("not json")
     """))
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{':'.join(sys.path)}")
@@ -129,6 +137,23 @@ def test_run_child_reports_failures(crash_module, step, status, detail):
     result_status, result = run_child([step], timeout=2, module=crash_module)
     assert result_status == status
     assert detail in result
+
+
+def test_run_child_timeout_ends_grandchildren(crash_module, tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    status, _ = run_child(["grandchild", str(pid_file)], timeout=3, module=crash_module)
+    assert status == TIMED_OUT
+    pid = int(pid_file.read_text())
+    # The killed grandchild is reaped by init; until then it may linger as a zombie.
+    for _ in range(50):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            return
+        if state == "Z":
+            return
+        time.sleep(0.1)
+    pytest.fail(f"grandchild {pid} still runs after the timeout")
 
 
 def test_corrupt_artifact_rejected(tmp_path):
