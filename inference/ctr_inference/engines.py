@@ -283,6 +283,9 @@ def load_engine(bundle: Bundle, threads: int | None = None, cpu: CpuInfo | None 
     if not reason:
         try:
             engine = load_compiled_engine(bundle, threads)
+            # NOTE: this check runs in the worker's process, so a form that crashes here
+            # crashes the worker. The bake ran the same check in a child process on a CPU
+            # of the same flags level, which makes that unlikely but not impossible.
             reason = _check_parity(bundle, engine)
         except (ImportError, OSError, RuntimeError, ValueError, KeyError) as error:
             reason = f"loading the {bundle.metadata['compiled']['engine']} form failed: {error}"
