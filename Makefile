@@ -36,6 +36,7 @@ lint: $(STAMP) ## Ruff over the Python code
 # Trained models and compiled artifacts are cached in .cache/bench, so a rerun only measures.
 bench: $(STAMP) ## Measure scoring speed of every engine on the reference models (bench/results.json)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.startup
 
 bench-full: $(STAMP) ## As bench, plus the large 1000-tree, 255-leaf models (slow: training and compiling)
 	$(VENV)/bin/python -m bench --full $(BENCH_ARGS)

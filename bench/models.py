@@ -2,7 +2,7 @@
 
 A model is keyed by the SHA-256 of its training configuration (data seed and
 size, LightGBM parameters, LightGBM version), so a rerun reuses the trained
-file; compiled artifacts are keyed later by the model file's own SHA-256.
+file. Compiled artifacts are keyed later by the model file's own SHA-256.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def speed_table(results: dict) -> str:
     for model in results["models"]:
         for engine, result in model["engines"].items():
             if result.get("status") != "ok":
-                detail = str(result.get("detail", "")).split(" | ")[0][:90]
+                # The last stderr line carries the error itself.
+                detail = str(result.get("detail", "")).split(" | ")[-1][:90]
                 lines.append(f"| {model['model']} | {engine} | {result.get('status')} at "
                              f"{result.get('stage', 'compile')}: {detail} | | | | | | |")
                 continue
@@ -64,6 +65,26 @@ def parity_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def startup_table(results: dict) -> str:
+    startup = results.get("engine_startup")
+    if not startup:
+        return "Not measured: run `python -m bench.startup`."
+    median = startup["median"]
+    lines = [
+        (f"Reference model bundle: {startup['bundle_bytes'] / 1e6:.1f} MB with the {startup['compiled']} "
+        f"form and {startup['check_rows']} check rows; bake (check rows, compile and check in child "
+        f"processes) {startup.get('bake_seconds', 0):.0f} s. Median of {len(startup['runs'])} fresh processes:"),
+        "",
+        ("| import | load_bundle (SHA-256 of every file) | load_engine (CPU check, load, parity check) "
+        "| first prediction | total | engine |"),
+        "| ---: | ---: | ---: | ---: | ---: | --- |",
+        (f"| {median['import_seconds']:.2f} s | {median['load_bundle_seconds']:.2f} s "
+        f"| {median['load_engine_seconds']:.2f} s | {median['first_prediction_seconds'] * 1000:.1f} ms "
+        f"| {median['total_seconds']:.2f} s | {median['engine']} |"),
+    ]
+    return "\n".join(lines)
+
+
 def render(path: Path) -> str:
     results = json.loads(Path(path).read_text())
     machine = results["machine"]
@@ -72,4 +93,5 @@ def render(path: Path) -> str:
               f"{machine['python']}, " + ", ".join(f"{name} {version}" for name, version
                                                      in machine["libraries"].items() if version) + ".")
     return "\n\n".join([header, "### Speed", speed_table(results),
-                        "### Maximum absolute difference from LightGBM", parity_table(results)])
+                        "### Maximum absolute difference from LightGBM", parity_table(results),
+                        "### Engine start-up from a baked bundle", startup_table(results)])
