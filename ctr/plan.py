@@ -1,11 +1,11 @@
 """Capacity plan: pods, partition size, KEDA setting, nodes and cost for a daily scoring batch.
 
-The plan starts from a measured scoring speed per core, either the latest
-benchmark results (``bench/results.json``, written by ``make bench``) or the
-speed a bundle's bake measured (``compiled.rows_per_second_per_core`` in its
-``bundle.json``), and from stated assumptions about the cluster: how long a
-node takes to start, how long the image pull and the worker's start-up take,
-and how much of the in-memory speed a worker keeps end to end. Every
+The plan starts from a measured scoring speed per core. That is either the
+latest benchmark results (``bench/results.json``, written by ``make bench``)
+or the speed a bundle's bake measured (``compiled.rows_per_second_per_core``
+in its ``bundle.json``). It adds stated assumptions about the cluster: how
+long a node takes to start, how long the image pull and the worker's
+start-up take, and how much of the in-memory speed a worker keeps end to end. Every
 assumption is printed with the plan, so a reader can check or override it.
 """
 
@@ -194,8 +194,8 @@ def speed_from_results(path: str | Path = DEFAULT_RESULTS, model: str | None = N
     engine, result = max(usable.items(), key=lambda item: item[1]["threads"]["1"]["rows_per_second"])
 
     single = result["threads"]["1"]["rows_per_second"]
-    most = max(result["threads"], key=int)
-    efficiency = min(1.0, result["threads"][most]["rows_per_second"] / (int(most) * single))
+    max_threads = max(result["threads"], key=int)
+    efficiency = min(1.0, result["threads"][max_threads]["rows_per_second"] / (int(max_threads) * single))
     machine = results.get("machine", {})
     return Speed(source=str(path), model=name, engine=engine, rows_per_second_per_core=single,
                  parallel_efficiency=efficiency,
@@ -241,7 +241,9 @@ def make_plan(rows: float, deadline_seconds: float, speed: Speed, assumptions: A
 
     # Scoring starts after a node has started, pulled the image and loaded the bundle.
     startup = assumptions.node_start_seconds + assumptions.image_pull_seconds + assumptions.worker_start_seconds
-    pod_rate = (speed.rows_per_second_per_core * assumptions.pod_cpus * speed.parallel_efficiency
+    # A one-thread pod runs at the measured 1-thread rate, so only larger pods lose to scaling.
+    parallel_efficiency = speed.parallel_efficiency if assumptions.pod_cpus > 1 else 1.0
+    pod_rate = (speed.rows_per_second_per_core * assumptions.pod_cpus * parallel_efficiency
                 * assumptions.end_to_end_efficiency)
     partition_rows = _partition_rows(
         min(pod_rate * assumptions.partition_seconds,
@@ -270,7 +272,7 @@ def make_plan(rows: float, deadline_seconds: float, speed: Speed, assumptions: A
         partition_megabytes=partition_rows * assumptions.bytes_per_row / 1e6,
         partition_seconds=partition_seconds,
         messages=messages,
-        # KEDA's SQS scaler asks for ceil(messages / target) replicas, so this target
+        # KEDA's SQS scaler requests ceil(messages / target) replicas, so this target
         # reaches `pods` replicas on a full queue and the cap stops it there.
         keda_messages_per_pod=max(1, messages // pods),
         keda_max_replicas=pods,

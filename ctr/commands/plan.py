@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     parser.add_argument("--efficiency", type=float, default=defaults.end_to_end_efficiency,
                         help="end-to-end rows/s as a fraction of in-memory rows/s "
                              f"(default: {defaults.end_to_end_efficiency})")
+    parser.add_argument("--parallel-efficiency", type=float,
+                        help="rows/s on all pod threads divided by threads times the 1-thread rate "
+                             "(default: measured by the benchmark, 0.9 for --model)")
     parser.add_argument("--headroom", type=float, default=defaults.headroom,
                         help=f"fraction of the deadline kept spare (default: {defaults.headroom})")
     parser.add_argument("--partition-seconds", type=float, default=defaults.partition_seconds,
@@ -56,6 +59,7 @@ def register(subparsers) -> None:
 def run_plan(args) -> int:
     from ctr.plan import (
         Assumptions,
+        PlanError,
         make_plan,
         override_prices,
         parse_duration,
@@ -81,6 +85,10 @@ def run_plan(args) -> int:
         speed = speed_from_bundle(args.model)
     else:
         speed = speed_from_results(args.results, args.bench_model)
+    if args.parallel_efficiency is not None:
+        if not 0 < args.parallel_efficiency <= 1:
+            raise PlanError(f"--parallel-efficiency must be in (0, 1], got {args.parallel_efficiency}")
+        speed.parallel_efficiency = args.parallel_efficiency
     plan = make_plan(args.rows, parse_duration(args.deadline), speed, assumptions,
                      override_prices(args.price))
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render(plan))

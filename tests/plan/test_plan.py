@@ -34,10 +34,10 @@ def results_file(tmp_path, engines: dict) -> str:
     return path
 
 
-def engine_entry(one: float, two: float, diff: float | None = 0.0) -> dict:
+def engine_entry(one_thread: float, two_threads: float, diff: float | None = 0.0) -> dict:
     return {
         "status": "ok",
-        "threads": {"1": {"rows_per_second": one}, "2": {"rows_per_second": two}},
+        "threads": {"1": {"rows_per_second": one_thread}, "2": {"rows_per_second": two_threads}},
         "max_abs_diff_by_kind": {"ordinary": diff, "threshold": diff, "scored_rows": 0.5},
     }
 
@@ -132,6 +132,13 @@ def test_pod_rate_applies_efficiencies():
     assert plan.pod_rows_per_second == pytest.approx(100_000 * 2 * 0.8 * 0.9)
 
 
+def test_one_cpu_pod_ignores_parallel_efficiency():
+    speed = Speed("test", "m", "lleaves", 100_000, 0.5, "cpu")
+    plan = make_plan(1e9, 3600, speed, Assumptions(pod_cpus=1, pod_cpu_request=0.95,
+                                                    end_to_end_efficiency=1.0))
+    assert plan.pod_rows_per_second == pytest.approx(100_000)
+
+
 def test_partition_within_spot_notice_and_size():
     plan = make_plan(1e9, 3600, SPEED, Assumptions(partition_seconds=30, max_partition_megabytes=128))
     assert plan.partition_seconds <= 30 < SPOT_NOTICE_SECONDS
@@ -223,6 +230,17 @@ def test_command_json(tmp_path, capsys):
     assert plan["pods"] >= 1
     prices = {node["instance_type"]: node["usd_per_hour"] / node["nodes"] for node in plan["nodes"]}
     assert prices["c6a.2xlarge"] == pytest.approx(0.2)
+
+
+def test_command_parallel_efficiency_override(tmp_path, capsys):
+    path = results_file(tmp_path, {"lightgbm": engine_entry(50_000, 95_000),
+                                   "lleaves": engine_entry(190_000, 200_000)})
+    measured = json.loads(run_command(["plan", "--results", str(path), "--json"], capsys))
+    override = json.loads(run_command(["plan", "--results", str(path), "--json",
+                                       "--parallel-efficiency", "1.0"], capsys))
+    assert measured["speed"]["parallel_efficiency"] == pytest.approx(200_000 / 380_000)
+    assert override["speed"]["parallel_efficiency"] == 1.0
+    assert override["pods"] < measured["pods"]
 
 
 def test_command_with_bundle(tmp_path, capsys):
