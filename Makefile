@@ -10,7 +10,7 @@ STAMP := $(VENV)/.bootstrap-stamp
 CTR := $(VENV)/bin/ctr
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help setup demo test mlflow-ui lint
+.PHONY: help setup demo test mlflow-ui lint bench bench-full
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -98,3 +98,14 @@ ci-local: $(STAMP) ## Run the pipeline's jobs in order on this machine (local re
 .PHONY: tf-check
 tf-check: $(STAMP) ## Terraform: fmt, offline init and validate, terraform test, checkov, invariants
 	$(PYTEST) tests/terraform $(PYTEST_ARGS)
+
+# Benchmarks -------------------------------------------------------------------
+
+.PHONY: bench bench-full
+# Trained models and compiled artifacts are cached in .cache/bench, so a rerun only measures.
+bench: $(STAMP) ## Measure scoring speed of every engine on the reference models (bench/results.json)
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.startup
+
+bench-full: $(STAMP) ## As bench, plus the large 1000-tree, 255-leaf models (slow: training and compiling)
+	$(VENV)/bin/python -m bench --full $(BENCH_ARGS)

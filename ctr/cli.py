@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "scoring",
     "images",
     "deploy",
+    "plan",
 )
 
 logger = logging.getLogger("ctr")
