@@ -1,7 +1,7 @@
 """Training-side commands: ``ctr generate-logs``, ``ctr features``, ``ctr train``, ``ctr models compare``
 and ``ctr train-job``.
 
-``dvc repro`` is the training pipeline; ``ctr features`` and ``ctr train`` run
+``dvc repro`` is the training pipeline. ``ctr features`` and ``ctr train`` run
 single steps by hand, and ``ctr train-job`` runs the whole pipeline as a
 Kubernetes Job on the cluster's training nodes.
 """
@@ -70,8 +70,9 @@ def register(subparsers) -> None:
     job.add_argument("--name", help="Job name (default: ctr-train-<git short sha>-<time>)")
     job.add_argument("--timeout", type=float, default=6 * 3600,
                      help="seconds to wait before deleting the Job (default: 21600)")
-    job.add_argument("--command", nargs="+", metavar="ARG",
-                     help="container command (default: dvc pull, dvc repro, dvc push against the s3 remote)")
+    job.add_argument("command", nargs="*", metavar="-- COMMAND",
+                     help="container command after `--` (default: dvc pull, dvc repro, dvc push against "
+                          "the s3 remote)")
     job.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                      help="extra environment variable for the container (repeatable)")
     job.add_argument("--cpu", default="8", help="CPU request (default: 8)")

@@ -1,9 +1,9 @@
 """Dataset specs: how to read one shape of click log, as configuration rather than code.
 
-A spec names the file format (delimiter, header), every column in file order,
-and the role of each column: the label, integer features, categorical
-features, an optional id carried through as a string, and an optional time
-column whose parsed value orders the rows in time. The feature job, training
+A spec names the file format (delimiter, header) and every column in file
+order. It gives each column a role: the label, an integer feature, a
+categorical feature, an optional id carried through as a string, or an
+optional time column whose parsed value orders the rows in time. The feature job, training
 and the promotion gate all read a dataset through its spec, so Criteo (TSV,
 no header) and Avazu (CSV with a header, a 20-digit id, ``hour`` as
 YYMMDDHH) share one code path.

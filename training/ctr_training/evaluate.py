@@ -11,7 +11,7 @@ Metrics per split (each key is prefixed with the split name when logged):
 - ``mean_ctr_predicted``, ``mean_ctr_observed``, ``rows``.
 
 Predictions are evaluated after the negative-sampling correction, so the
-numbers describe the full traffic the scorer sees.
+numbers describe the full traffic that the scorer scores.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def normalized_entropy(labels: np.ndarray, predictions: np.ndarray) -> float:
     if rate in (0.0, 1.0):
         return float("nan")
     entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
-    return log_loss(labels, predictions) / entropy
+    return float(log_loss(labels, predictions) / entropy)
 
 
 def calibration_table(labels: np.ndarray, predictions: np.ndarray, bins: int = 10) -> list[dict]:

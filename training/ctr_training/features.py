@@ -2,7 +2,7 @@
 
 The same job prepares training data and inference partitions, so both go
 through one parser and one categorical encoding. A dataset spec
-(``ctr_training.datasets``) says how to read the logs; Criteo is the default.
+(``ctr_training.datasets``) defines how to read the logs, and Criteo is the default.
 
 1. Read the logs as text (plain or gzip) and give every line a ``row_id``: its
    1-based line number across the input files in the order given (a header
@@ -139,7 +139,7 @@ def expand_inputs(spark, paths: list[str]) -> list[str]:
     """Replace each folder in ``paths`` by its files in name order, skipping hidden and ``_`` files.
 
     Raises:
-        InputError: a path is missing or empty, or a folder holds no log files.
+        InputError: a path is missing or empty, or a folder contains no log files.
     """
     check_inputs(paths)
     files = []
@@ -150,7 +150,7 @@ def expand_inputs(spark, paths: list[str]) -> list[str]:
             continue
         found = [f for f in store.list(path) if not os.path.basename(f).startswith((".", "_"))]
         if not found:
-            raise InputError(f"log folder {path} holds no files")
+            raise InputError(f"log folder {path} contains no files")
         check_inputs(found)
         files.extend(found)
     return files

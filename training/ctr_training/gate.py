@@ -181,7 +181,10 @@ def run_gate(model_name: str, challenger_version: str, test_parsed_dir: Path, to
     elif champion_version == challenger.version:
         champion_logloss = challenger_logloss
 
-    promoted, reason = decide(challenger_logloss, champion_logloss, tolerance)
+    if champion_version == challenger.version:
+        promoted, reason = True, "the challenger is already the champion"
+    else:
+        promoted, reason = decide(challenger_logloss, champion_logloss, tolerance)
     decision = GateDecision(model_name, challenger.version, champion_version, challenger_logloss,
                             champion_logloss, tolerance, promoted, reason, parsed.num_rows)
     _record(decision, challenger.run_id, alias)

@@ -1,12 +1,12 @@
 """The training run as a Kubernetes Job: ``dvc repro`` inside the training image, on the training nodes.
 
-``submit_and_follow`` creates a batch/v1 Job with the ``kubernetes`` client,
-waits for its pod, streams the pod's log line by line, and waits for the
-Job's ``Complete`` or ``Failed`` condition. It returns the container's exit
-code and the MLflow run id that the train stage prints
-(``CTR_MLFLOW_RUN_ID=<id>``), raises ``TrainingJobFailedError`` with the exit
-code when the Job fails, and deletes the Job and raises
-``TrainingJobTimeoutError`` when it does not finish in time.
+``TrainingJobRunner.run`` creates a batch/v1 Job with the ``kubernetes``
+client, waits for its pod, streams the pod's log line by line, and waits for
+the Job's ``Complete`` or ``Failed`` condition. It returns the container's
+exit code and the MLflow run id that the train stage prints
+(``CTR_MLFLOW_RUN_ID=<id>``). A failed Job raises ``TrainingJobFailedError``
+with the exit code. A Job that does not finish in time is deleted, and
+``TrainingJobTimeoutError`` is raised.
 
 The Job never retries (``backoffLimit: 0``): a failed training run is
 reported, not repeated. ``activeDeadlineSeconds`` bounds the run on the
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 CONTAINER = "train"
 RUN_ID_MARKER = "CTR_MLFLOW_RUN_ID="
 DEFAULT_COMMAND = ["/bin/sh", "-ec", "dvc pull -r s3 --allow-missing\ndvc repro\ndvc push -r s3"]
-# Karpenter's training NodePool labels its nodes so and taints them for GPU pods only.
+# Karpenter's training NodePool gives its nodes this label and a GPU taint.
 TRAINING_NODE_SELECTOR = {"ctr.ai/workload": "training"}
 TRAINING_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 _RUN_ID = re.compile(re.escape(RUN_ID_MARKER) + r"([0-9a-f]{32})")
@@ -54,7 +54,7 @@ class TrainingJobTimeoutError(TrainingJobError):
 
 @dataclass
 class TrainingJobSpec:
-    """What the training Job runs and where: image, command, environment and node placement."""
+    """The image, command, environment and node placement of a training Job."""
 
     name: str
     image: str
@@ -107,7 +107,7 @@ class TrainingJobSpec:
 
 @dataclass
 class JobResult:
-    """How a training Job ended."""
+    """The outcome of a training Job."""
 
     name: str
     namespace: str
@@ -243,8 +243,8 @@ class TrainingJobRunner:
         except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError) as error:
             if deadline.passed():
                 raise self._timeout(name, deadline, "the log to end") from error
-            # NOTE: a dropped log stream is not resumed (the client has no sinceTime), so
-            # lines after the drop are missing here; the Job's outcome is still awaited.
+            # NOTE: a dropped log stream is not resumed, because the client has no
+            # sinceTime. Lines after the drop are missing here, but the outcome is awaited.
             logger.warning("log stream of pod %s ended early: %s", pod_name, error)
         if pending:
             line = pending.decode("utf-8", errors="replace")

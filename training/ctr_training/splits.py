@@ -9,8 +9,8 @@ found in Spark without a global sort: a histogram of rows per time value
 rows that share the cut's time value.
 
 Negative downsampling keeps every click and a ``negative_rate`` share of the
-non-clicks of the training split only; validation and test keep the full
-traffic so their metrics describe production. Whether a row is kept depends
+non-clicks, in the training split only. Validation and test keep the full
+traffic, so their metrics describe production. Whether a row is kept depends
 on a hash of its ``row_id`` and the seed, not on partitioning, so reruns keep
 the same rows.
 """
@@ -67,7 +67,7 @@ class Cut:
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """How the pipeline splits and samples: every field is a parameter in ``params.yaml``."""
+    """Split and sampling settings of the pipeline; every field is a parameter in ``params.yaml``."""
 
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -89,24 +89,24 @@ class SplitSettings:
             raise InputError(f"split relative_error must be >= 0, got {self.relative_error}")
 
 
-def _tie_quantile(rows, wanted: int, tied: int, relative_error: float) -> int:
-    """Return the row_id with ``wanted`` rows at or below it among ``rows`` (``tied`` rows in all)."""
-    if wanted <= 0:
+def _tie_quantile(rows, rank: int, tied: int, relative_error: float) -> int:
+    """Return the row_id with ``rank`` rows at or below it among ``rows`` (``tied`` rows in all)."""
+    if rank <= 0:
         return 0
-    if wanted >= tied:
+    if rank >= tied:
         return 1 << 62
-    # Spark's quantile at p is the value at rank ceil(p * n); half a row below the
-    # wanted rank keeps floating-point error from rounding up to the next row.
-    probability = (wanted - 0.5) / tied
+    # Spark's exact quantile at p is the value at rank ceil(p * n). Asking for half a
+    # row below the rank keeps floating-point error from rounding up a row.
+    probability = (rank - 0.5) / tied
     return int(rows.approxQuantile(ROW_ID, [probability], relative_error)[0])
 
 
 def find_cuts(rows, fractions: list[float], has_time: bool, relative_error: float) -> tuple[list[Cut], int]:
     """Return the cut after each cumulative fraction of rows in time order, and the row count.
 
-    With ``relative_error`` 0 the cuts are exact; above 0 each cut may move by
-    that share of the rows (Spark's approxQuantile), which bounds driver memory
-    on large inputs.
+    With ``relative_error`` 0 the cuts are exact. Above 0 each cut may move by
+    that share of the rows (Spark's approxQuantile), which bounds the driver's
+    memory on large inputs.
     """
     from pyspark.sql import functions as F
 
@@ -114,8 +114,8 @@ def find_cuts(rows, fractions: list[float], has_time: bool, relative_error: floa
         total = rows.count()
         cuts = []
         for fraction in fractions:
-            wanted = round(total * fraction)
-            cuts.append(Cut(None, _tie_quantile(rows, wanted, total, relative_error)))
+            rank = round(total * fraction)
+            cuts.append(Cut(None, _tie_quantile(rows, rank, total, relative_error)))
         return cuts, total
 
     # One row per distinct time value: a week of hourly logs is 168 rows. Times
@@ -126,14 +126,14 @@ def find_cuts(rows, fractions: list[float], has_time: bool, relative_error: floa
     total = sum(n for _, n in histogram)
     cuts = []
     for fraction in fractions:
-        wanted = round(total * fraction)
+        rank = round(total * fraction)
         before = 0
         for time, count in histogram:
-            if before + count >= wanted:
+            if before + count >= rank:
                 break
             before += count
         tied_rows = rows.where(micros == F.lit(time))
-        cuts.append(Cut(time, _tie_quantile(tied_rows, wanted - before, count, relative_error)))
+        cuts.append(Cut(time, _tie_quantile(tied_rows, rank - before, count, relative_error)))
     return cuts, total
 
 
@@ -178,7 +178,7 @@ def downsample_negatives(rows, rate: float, seed: int):
 
 @dataclass
 class TrainingFeatures:
-    """What the pipeline's feature job wrote: a folder per split, the encoding table and the report."""
+    """The outputs of the pipeline's feature job: a folder per split, the encoding table and the report."""
 
     out_dir: str
     encoding_path: str

@@ -97,7 +97,7 @@ class InputDataset:
 
 @dataclass
 class RunContext:
-    """What a run records besides the model: parameters, tags and input datasets."""
+    """The parameters, tags and input datasets a run records besides the model."""
 
     experiment: str
     params: dict = field(default_factory=dict)
