@@ -83,6 +83,10 @@ def register(subparsers) -> None:
                      "~/.kube/config, or the pod's service account)")
     job.add_argument("--context", default="", help="kubeconfig context (default: the current one)")
     job.add_argument("--poll-seconds", type=float, default=2.0, help="status poll interval (default: 2)")
+    job.add_argument("--checkout", type=Path, default=Path("."),
+                     help="where to write the files the Job returns (dvc.lock, metrics, ...) after a "
+                          "successful run (default: .)")
+    job.add_argument("--no-write-files", action="store_true", help="do not write the returned files")
     job.add_argument("--dry-run", action="store_true", help="print the Job manifest as JSON and exit")
     job.set_defaults(handler=run_train_job)
 
@@ -207,6 +211,19 @@ def run_train_job(args) -> int:
         outcome.update(succeeded=False, exit_code=None, mlflow_run_id=None, reason="Timeout")
         print(json.dumps(outcome))
         return TIMEOUT_EXIT_CODE
-    outcome.update(succeeded=True, exit_code=result.exit_code, mlflow_run_id=result.run_id, reason=result.reason)
+    written = [] if args.no_write_files else _write_returned(result.files, args.checkout)
+    outcome.update(succeeded=True, exit_code=result.exit_code, mlflow_run_id=result.run_id, reason=result.reason,
+                   files=written)
     print(json.dumps(outcome))
     return 0
+
+
+def _write_returned(files: dict[str, bytes], checkout: Path) -> list[str]:
+    """Write the files a training Job returned (relative paths) under ``checkout``."""
+    written = []
+    for relative, content in sorted(files.items()):
+        target = checkout / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        written.append(relative)
+    return written

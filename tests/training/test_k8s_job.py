@@ -6,6 +6,7 @@ Jobs run small Python scripts in place of ``dvc repro``.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import time
 import pytest
 import yaml
 from ctr_training.k8s_job import (
+    DEFAULT_COMMAND,
     TrainingJobError,
     TrainingJobFailedError,
     TrainingJobRunner,
@@ -24,6 +26,7 @@ from ctr_training.k8s_job import (
     api_client,
     find_run_id,
     job_name,
+    parse_file_line,
 )
 
 from tests.conftest import REPO_ROOT
@@ -82,8 +85,8 @@ def test_manifest_targets_training_nodes():
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["serviceAccountName"] == "ctr-training"
     container = pod["containers"][0]
-    assert container["command"][-1].splitlines() == ["dvc pull -r s3 --allow-missing", "dvc repro",
-                                                     "dvc push -r s3"]
+    assert container["command"][-1].splitlines()[:3] == ["dvc pull -r s3 --allow-missing", "dvc repro",
+                                                         "dvc push -r s3"]
     assert container["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
 
 
@@ -94,10 +97,40 @@ def test_job_name_is_a_dns_label():
     assert job_name("unknown", now=0) == "ctr-train-unknown-0"
 
 
+def test_returned_files_parse_back():
+    content = b"stages:\n  train: {}\n"
+    line = "CTR_FILE dvc.lock " + base64.b64encode(content).decode()
+    assert parse_file_line(line) == ("dvc.lock", content)
+    assert parse_file_line("CTR_FILE ../outside.txt " + base64.b64encode(b"x").decode()) is None
+    assert parse_file_line("CTR_FILE /etc/passwd " + base64.b64encode(b"x").decode()) is None
+    assert parse_file_line("CTR_FILE dvc.lock not*base64") is None
+    assert parse_file_line("Running stage 'train':") is None
+
+
+def test_default_command_returns_tracked_files(tmp_path):
+    """The shell loop at the end of the default command, run as the container would run it."""
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "dvc.lock").write_bytes(b"schema: '2.0'\n")
+    (tmp_path / "metrics" / "gate.json").write_bytes(b'{"decision": "promoted"}')
+    loop = DEFAULT_COMMAND[-1].splitlines()[-1]
+    result = subprocess.run(["/bin/sh", "-ec", loop], cwd=tmp_path, capture_output=True, text=True, check=True)
+    returned = dict(filter(None, map(parse_file_line, result.stdout.splitlines())))
+    assert returned == {"dvc.lock": b"schema: '2.0'\n", "metrics/gate.json": b'{"decision": "promoted"}'}
+
+
 def test_run_id_is_found_in_log_lines():
     assert find_run_id(f"CTR_MLFLOW_RUN_ID={RUN_ID}") == RUN_ID
     assert find_run_id("2026-12-04 INFO train: CTR_MLFLOW_RUN_ID=" + RUN_ID + " done") == RUN_ID
     assert find_run_id("CTR_MLFLOW_RUN_ID=short") is None
+
+
+def test_job_returns_files(runner):
+    submitter, lines = runner
+    encoded = base64.b64encode(b"lock\n").decode()
+    script = f"print('CTR_FILE dvc.lock {encoded}'); print('CTR_FILE ../x {encoded}')"
+    result = submitter.run(spec("train-files", script), timeout=60)
+    assert result.files == {"dvc.lock": b"lock\n"}
+    assert lines[0] == "(returned dvc.lock, 5 bytes)"
 
 
 def test_successful_job_streams_log_and_returns_run_id(runner, stub):
@@ -171,8 +204,18 @@ def test_cli_succeeds_with_run_id(kubeconfig):
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.splitlines()[-1])
     assert outcome == {"job": "cli-ok", "namespace": "ctr", "succeeded": True, "exit_code": 0,
-                       "mlflow_run_id": RUN_ID, "reason": "CompletionsReached"}
+                       "mlflow_run_id": RUN_ID, "reason": "CompletionsReached", "files": []}
     assert "Running stage 'train':" in result.stdout
+
+
+def test_cli_writes_returned_files(kubeconfig, tmp_path):
+    encoded = base64.b64encode(b'{"decision": "rejected"}\n').decode()
+    script = f"print('CTR_FILE metrics/gate.json {encoded}')"
+    result = run_cli("train-job", "--kubeconfig", str(kubeconfig), "--image", "img:1", "--name", "cli-files",
+                     "--poll-seconds", "0.1", "--checkout", str(tmp_path), "--", sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["files"] == ["metrics/gate.json"]
+    assert (tmp_path / "metrics" / "gate.json").read_bytes() == b'{"decision": "rejected"}\n'
 
 
 def test_cli_exits_with_job_exit_code(kubeconfig):

@@ -8,6 +8,11 @@ exit code and the MLflow run id that the train stage prints
 with the exit code. A Job that does not finish in time is deleted, and
 ``TrainingJobTimeoutError`` is raised.
 
+The pipeline changes files that git tracks (``dvc.lock``, ``models/run.json``,
+``metrics/``, ``plots/``), and they are lost with the pod. So the default
+command prints each of them as one ``CTR_FILE <path> <base64>`` log line, and
+the runner returns them for the caller to write into its checkout and commit.
+
 The Job never retries (``backoffLimit: 0``): a failed training run is
 reported, not repeated. ``activeDeadlineSeconds`` bounds the run on the
 cluster side too, so a lost submitter cannot leave a run going forever.
@@ -27,7 +32,15 @@ logger = logging.getLogger(__name__)
 
 CONTAINER = "train"
 RUN_ID_MARKER = "CTR_MLFLOW_RUN_ID="
-DEFAULT_COMMAND = ["/bin/sh", "-ec", "dvc pull -r s3 --allow-missing\ndvc repro\ndvc push -r s3"]
+FILE_MARKER = "CTR_FILE "
+# The files that `dvc repro` changes and git tracks, sent back through the log.
+RETURNED_FILES = "dvc.lock models/run.json metrics/*.json plots/*.json"
+DEFAULT_COMMAND = ["/bin/sh", "-ec", "\n".join([
+    "dvc pull -r s3 --allow-missing",
+    "dvc repro",
+    "dvc push -r s3",
+    f'for f in {RETURNED_FILES}; do [ -f "$f" ] && echo "{FILE_MARKER}$f $(base64 -w0 "$f")"; done; true',
+])]
 # Karpenter's training NodePool gives its nodes this label and a GPU taint.
 TRAINING_NODE_SELECTOR = {"ctr.ai/workload": "training"}
 TRAINING_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -116,6 +129,31 @@ class JobResult:
     run_id: str | None
     reason: str
     log_lines: int = 0
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def parse_file_line(line: str) -> tuple[str, bytes] | None:
+    """Return (path, content) from a ``CTR_FILE <path> <base64>`` log line, or None for other lines.
+
+    Only relative paths inside the checkout are accepted, so a log line cannot
+    make the caller write elsewhere.
+    """
+    import base64
+    import binascii
+    from pathlib import PurePosixPath
+
+    if not line.startswith(FILE_MARKER):
+        return None
+    path, _, encoded = line[len(FILE_MARKER):].partition(" ")
+    parts = PurePosixPath(path).parts
+    if not path or PurePosixPath(path).is_absolute() or ".." in parts:
+        logger.warning("ignoring returned file with an unsafe path %r", path)
+        return None
+    try:
+        return path, base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        logger.warning("ignoring returned file %s: its content is not valid base64", path)
+        return None
 
 
 def find_run_id(line: str) -> str | None:
@@ -188,13 +226,13 @@ class TrainingJobRunner:
         logger.info("created training job %s/%s (image %s)", self.namespace, spec.name, spec.image)
         try:
             pod_name = self._wait_for_pod(spec.name, deadline)
-            run_id, lines = self._stream_log(spec.name, pod_name, deadline)
+            run_id, lines, files = self._stream_log(spec.name, pod_name, deadline)
             succeeded, reason = self._wait_for_job(spec.name, deadline)
         except TrainingJobTimeoutError:
             self._delete(spec.name)
             raise
         pod = self._read_pod(pod_name)
-        result = JobResult(spec.name, self.namespace, succeeded, _exit_code(pod), run_id, reason, lines)
+        result = JobResult(spec.name, self.namespace, succeeded, _exit_code(pod), run_id, reason, lines, files)
         logger.info("training job %s/%s finished: %s, exit code %s, MLflow run %s", self.namespace, spec.name,
                     reason, result.exit_code, run_id)
         if not succeeded:
@@ -219,11 +257,15 @@ class TrainingJobRunner:
                 raise self._timeout(name, deadline, "its pod to start")
             time.sleep(min(self.poll_seconds, max(deadline.remaining(), 0.05)))
 
-    def _stream_log(self, name: str, pod_name: str, deadline: _Deadline) -> tuple[str | None, int]:
-        """Pass each log line to the sink until the container exits; return the last run id seen and the line count."""
+    def _stream_log(self, name: str, pod_name: str, deadline: _Deadline) -> tuple[str | None, int, dict]:
+        """Pass each log line to the sink until the container exits.
+
+        Returns the last run id seen, the line count and the returned files.
+        """
         import urllib3
 
-        run_id, count, pending = None, 0, b""
+        state = {"run_id": None, "count": 0, "files": {}}
+        pending = b""
         try:
             response = self.core.read_namespaced_pod_log(
                 pod_name, self.namespace, container=CONTAINER, follow=True, _preload_content=False,
@@ -233,10 +275,7 @@ class TrainingJobRunner:
                 pending += chunk
                 *complete, pending = pending.split(b"\n")
                 for raw in complete:
-                    line = raw.decode("utf-8", errors="replace")
-                    count += 1
-                    run_id = find_run_id(line) or run_id
-                    self.log_sink(line)
+                    self._take_line(raw, state)
                 if deadline.passed():
                     raise self._timeout(name, deadline, "the log to end")
             response.release_conn()
@@ -247,11 +286,20 @@ class TrainingJobRunner:
             # sinceTime. Lines after the drop are missing here, but the outcome is awaited.
             logger.warning("log stream of pod %s ended early: %s", pod_name, error)
         if pending:
-            line = pending.decode("utf-8", errors="replace")
-            count += 1
-            run_id = find_run_id(line) or run_id
-            self.log_sink(line)
-        return run_id, count
+            self._take_line(pending, state)
+        return state["run_id"], state["count"], state["files"]
+
+    def _take_line(self, raw: bytes, state: dict) -> None:
+        line = raw.decode("utf-8", errors="replace")
+        state["count"] += 1
+        returned = parse_file_line(line)
+        if returned:
+            path, content = returned
+            state["files"][path] = content
+            self.log_sink(f"(returned {path}, {len(content)} bytes)")
+            return
+        state["run_id"] = find_run_id(line) or state["run_id"]
+        self.log_sink(line)
 
     def _wait_for_job(self, name: str, deadline: _Deadline) -> tuple[bool, str]:
         while True:

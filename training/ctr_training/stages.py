@@ -191,7 +191,9 @@ def run_features(params: dict, root: Path, spark=None, inputs: list[str] | None 
         master = os.environ.get("CTR_SPARK_MASTER") or spark_settings.get("master")
         spark = spark_session(master=master, app_name=f"ctr-features-{spec.name}",
                               driver_memory=str(spark_settings.get("driver_memory", "4g")))
-        spark.sparkContext.setLogLevel("WARN")
+        # ERROR, not WARN: every read warns that the block-offset window of read_lines
+        # runs on one partition, which is intended (one row per file block).
+        spark.sparkContext.setLogLevel("ERROR")
     try:
         result = run_training_feature_job(
             spark, logs, out_dir, spec=spec, settings=settings, min_count=int(features["min_count"]),
