@@ -10,7 +10,7 @@ STAMP := $(VENV)/.bootstrap-stamp
 CTR := $(VENV)/bin/ctr
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help setup demo test mlflow-ui lint bench bench-full
+.PHONY: help setup demo test mlflow-ui lint bench bench-full train
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ demo: $(STAMP) ## Run the whole loop on one machine (generated logs unless DEMO_
 
 test: $(STAMP) ## Run the test suite (what CI runs)
 	$(PYTEST) $(PYTEST_ARGS)
+
+train: $(STAMP) ## Run the training pipeline (dvc repro; dvc.yaml calls the environment's python)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the demo's store at http://127.0.0.1:5000
 	$(CTR) mlflow-ui

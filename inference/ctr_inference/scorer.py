@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from ctr_inference.bundle import Bundle
+from ctr_inference.calibration import correct_negative_sampling, negative_rate_of
 from ctr_inference.contract import MODEL_VERSION, PREDICTION, ROW_ID, feature_matrix, row_ids
 from ctr_inference.engines import Engine, load_engine
 
@@ -24,6 +25,8 @@ class Scorer:
     def __init__(self, bundle: Bundle, engine: Engine | None = None, threads: int | None = None):
         self.bundle = bundle
         self.engine = engine or load_engine(bundle, threads)
+        # Below 1 the model was trained on downsampled non-clicks; predict() corrects for it.
+        self.negative_rate = negative_rate_of(bundle.metadata)
 
     def predict(self, table: pa.Table) -> np.ndarray:
         """Return predicted CTR for every row of ``table``, selecting features by name.
@@ -31,7 +34,10 @@ class Scorer:
         Raises:
             MissingFeatureError, FeatureDtypeError: the table breaks the feature contract.
         """
-        return self.engine.predict(feature_matrix(table, self.bundle.features))
+        predictions = self.engine.predict(feature_matrix(table, self.bundle.features))
+        if self.negative_rate < 1:
+            predictions = correct_negative_sampling(predictions, self.negative_rate)
+        return predictions
 
     def score(self, table: pa.Table) -> pa.Table:
         """Return the prediction table (``row_id``, ``ctr``, ``model_version``) for ``table``."""

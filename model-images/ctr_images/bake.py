@@ -133,6 +133,9 @@ def write_bundle(model_name: str, version: str, bundle_dir: Path) -> dict:
         "training_data": facts.get("training_data", {}),
         "metrics": facts.get("metrics", {}),
     }
+    if "sampling" in facts:
+        # The scorer corrects predictions of models trained on downsampled negatives.
+        metadata["sampling"] = facts["sampling"]
     write_metadata(bundle_dir, metadata)
     return json.loads((bundle_dir / "bundle.json").read_text())
 
