@@ -24,7 +24,7 @@ ONNX_OPSET = 15
 
 
 class OnnxEngine:
-    """ONNX Runtime on a model converted by onnxmltools; its tree ensemble operator computes in float32."""
+    """ONNX Runtime on a model converted by onnxmltools, whose tree ensemble operator computes in float32."""
 
     name = "onnx"
 

@@ -16,6 +16,10 @@ artifact runs on every CPU generation that has the level's flags:
 - x86-64-v4 (AVX-512): Intel Skylake-SP and later, AMD Zen 4. On AWS: the
   Intel families above from c5/m5 on, and c7a/m7a, but not c5a/m5a or c6a/m6a.
 - Graviton (arm64) instances run none of these and score with LightGBM.
+
+NOTE: the instance families are mapped from the processor models AWS lists
+for them and were not checked on those instances. The start-up flag check,
+not this list, is what keeps a form off a CPU that cannot run it.
 """
 
 from __future__ import annotations
