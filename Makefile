@@ -6,6 +6,8 @@ export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
 VENV := .venv
+# Commands that targets start (dvc stages run `python -m ...`) use the project's environment.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.bootstrap-stamp
 CTR := $(VENV)/bin/ctr
 PYTEST := $(VENV)/bin/pytest
