@@ -27,7 +27,9 @@ import yaml
 from tests.conftest import REPO_ROOT
 from tests.training.conftest import slice_lines
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The module fixture runs eight stage processes and two Spark JVMs; on a loaded
+# 2-core machine that took 10 minutes, so the first test gets a longer timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 LINES = 2000
 COPIED = ("dvc.yaml", "params.yaml", "training/ctr_training", "inference/ctr_inference")
