@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 # ctr commands that the pipeline calls and that other parts of the platform
 # are still building. Each entry leaves this list once its command is
 # registered in ctr/cli.py.
-PENDING_COMMANDS = {("image", "bake"), ("image", "push")}
+PENDING_COMMANDS: set[tuple[str, ...]] = set()
 
 # Files a push may change, and the pipeline parameters path filtering sets.
 PATH_CASES = [

@@ -384,38 +384,32 @@ def test_prod_node_pool_holds_max_workers(rendered):
 # Capacity against `ctr plan` ------------------------------------------------------------------
 
 
-def _plan() -> dict | None:
+def _plan(*options: str) -> dict:
     ctr = shutil.which("ctr") or str(REPO_ROOT / ".venv" / "bin" / "ctr")
-    if not Path(ctr).exists():
-        return None
-    completed = subprocess.run([ctr, "plan", "--rows", "1e9", "--deadline", "1h", "--json"],
+    completed = subprocess.run([ctr, "plan", "--rows", "1e9", "--deadline", "1h", "--json", *options],
                                capture_output=True, text=True, check=False, timeout=300)
-    if completed.returncode != 0:
-        return None
+    assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
 
 
-def _first_number(plan: dict, *names: str) -> float:
-    """Return the first of ``names`` found in the plan, at the top level or one level down."""
-    for name in names:
-        if name in plan:
-            return float(plan[name])
-        for value in plan.values():
-            if isinstance(value, dict) and name in value:
-                return float(value[name])
-    raise KeyError(f"ctr plan --json has none of {names}")
+def _quantity(value: str) -> float:
+    """Convert a Kubernetes CPU or memory quantity (``500m``, ``8Gi``) to cores or GiB."""
+    units = {"m": 1e-3, "Ki": 2**-20, "Mi": 2**-10, "Gi": 1.0, "Ti": 2**10}
+    for suffix, factor in units.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
 
 
 def test_prod_capacity_agrees_with_plan(rendered):
-    plan = _plan()
-    if plan is None:
-        pytest.xfail("ctr plan not available")
+    deployment = one(documents(rendered, "prod"), "Deployment", "ctr-worker")
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    plan = _plan(
+        "--pod-cpus", str(math.ceil(_quantity(resources["limits"]["cpu"]))),
+        "--pod-cpu-request", str(_quantity(resources["requests"]["cpu"])),
+        "--pod-memory-gib", str(_quantity(resources["requests"]["memory"])),
+    )
     scaled = one(documents(rendered, "prod"), "ScaledObject", "ctr-worker")
 
-    # NOTE: the key names are a guess at the plan's JSON; adjust them when the
-    # plan command lands.
-    pods = _first_number(plan, "max_replicas", "maxReplicaCount", "pods")
-    messages_per_pod = _first_number(plan, "messages_per_pod", "queue_length", "queueLength")
-
-    assert scaled["spec"]["maxReplicaCount"] == math.ceil(pods)
-    assert int(scaled["spec"]["triggers"][0]["metadata"]["queueLength"]) == math.ceil(messages_per_pod)
+    assert scaled["spec"]["maxReplicaCount"] == plan["keda_max_replicas"]
+    assert int(scaled["spec"]["triggers"][0]["metadata"]["queueLength"]) == plan["keda_messages_per_pod"]
