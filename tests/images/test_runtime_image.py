@@ -11,6 +11,8 @@ import io
 import json
 import os
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +23,7 @@ from ctr_images.runtime_image import WORKER_UID, build_runtime_image
 from ctr_inference.messages import make_request, split_s3_uri
 
 from ctr.local_infra import provision
+from ctr.services import free_port
 from tests.helpers import feature_table
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(2400)]
@@ -75,7 +78,22 @@ def test_image_runs_as_non_root_without_build_tools(unpacked):
         assert not (rootfs / absent).exists(), absent
 
 
+def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
+    """Poll a readiness endpoint until it returns 200, the process exits, or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def test_worker_in_image_scores_one_partition(unpacked, model_image, registered_model, aws_endpoint, s3, sqs):
+    metrics_port = free_port()
     resources = provision(s3, sqs, prefix="images-chroot")
     key = f"features/dt={DT}/part-00000.parquet"
     buffer = io.BytesIO()
@@ -91,17 +109,21 @@ def test_worker_in_image_scores_one_partition(unpacked, model_image, registered_
         "QUEUE_URL": resources.queue_url, "PREDICTIONS_BUCKET": resources.predictions_bucket,
         "AWS_ENDPOINT_URL": aws_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-        "WAIT_TIME_SECONDS": "1", "EXIT_WHEN_IDLE_SECONDS": "3", "LOG_FORMAT": "json",
+        "WAIT_TIME_SECONDS": "1", "EXIT_WHEN_IDLE_SECONDS": "5", "LOG_FORMAT": "json",
         "IMAGE_REF": model_image.image.tag, "IMAGE_DIGEST": model_image.image.digest,
+        "METRICS_HOST": "127.0.0.1", "METRICS_PORT": str(metrics_port),
     })
     user = config["process"]["user"]
-    completed = subprocess.run(
+    worker = subprocess.Popen(
         ["chroot", f"--userspec={user['uid']}:{user['gid']}", str(unpacked / "rootfs"), *config["process"]["args"]],
-        env=environment, capture_output=True, text=True, timeout=300, check=False,
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    ready = wait_until_ready(f"http://127.0.0.1:{metrics_port}/readyz", worker)
+    output, _ = worker.communicate(timeout=300)
 
-    assert completed.returncode == 0, completed.stderr[-3000:] + completed.stdout[-3000:]
-    assert "serving model" in completed.stderr + completed.stdout
+    assert worker.returncode == 0, output[-4000:]
+    assert ready, output[-4000:]
+    assert "serving model" in output
     bucket, output_key = split_s3_uri(request.output_uri)
     table = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=output_key)["Body"].read()))
     metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
