@@ -58,6 +58,10 @@ MODEL_VERSION ?= champion
 REGISTRY ?= 111122223333.dkr.ecr.us-east-1.amazonaws.com
 IMAGE_REPOSITORY ?= ctr-model
 RELEASE_DIR ?= .ctr/release
+# Image the model layer goes on: "runtime" builds (or reuses) this checkout's
+# runtime image from BASE_IMAGE; empty bakes onto scratch, as ci-local does.
+BAKE_BASE ?=
+export BASE_IMAGE
 ENV ?= staging
 # Seconds a promotion waits for Argo CD to report the rollout healthy.
 PROMOTE_TIMEOUT ?= 900
@@ -86,7 +90,7 @@ pipeline-train: $(STAMP) ## Retrain (dvc repro, logged to MLflow) and commit dvc
 
 pipeline-release: $(STAMP) ## Bake MODEL_VERSION into an image, push it to REGISTRY, write RELEASE_DIR/image-ref
 	@mkdir -p $(RELEASE_DIR)
-	$(CTR) image bake $(MODEL_NAME) $(MODEL_VERSION) --layout $(RELEASE_DIR)/layout
+	$(CTR) image bake $(MODEL_NAME) $(MODEL_VERSION) --layout $(RELEASE_DIR)/layout $(if $(BAKE_BASE),--base $(BAKE_BASE))
 	$(CTR) image push $(RELEASE_DIR)/layout $(REGISTRY)/$(IMAGE_REPOSITORY) | tee $(RELEASE_DIR)/push.log
 	tail -n 1 $(RELEASE_DIR)/push.log > $(RELEASE_DIR)/image-ref
 	@echo "release: $$(cat $(RELEASE_DIR)/image-ref)"
