@@ -81,10 +81,10 @@ ci-aws-identity: ## Write CircleCI's OIDC token where the AWS SDKs look for it (
 	@umask 077 && printf '%s' "$$CIRCLE_OIDC_TOKEN_V2" > $(AWS_WEB_IDENTITY_TOKEN_FILE)
 	@echo "ci-aws-identity: AWS SDKs will assume $$AWS_ROLE_ARN with the token in $(AWS_WEB_IDENTITY_TOKEN_FILE)"
 
-pipeline-train: $(STAMP) ## Retrain (dvc repro, logged to MLflow) and commit dvc.lock with [skip ci]
+pipeline-train: $(STAMP) ## Retrain (dvc repro, logged to MLflow) and commit dvc.lock and metrics with [skip ci]
 	$(VENV)/bin/dvc repro
 	$(VENV)/bin/dvc push
-	git add dvc.lock
+	git add -A -- dvc.lock metrics plots models data
 	git diff --cached --quiet || git commit --quiet -m "Record the training run in dvc.lock [skip ci]"
 	$(if $(GIT_PUSH),git push origin HEAD:$$(git rev-parse --abbrev-ref HEAD))
 
