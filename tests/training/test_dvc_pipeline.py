@@ -262,7 +262,11 @@ def test_run_logs_inputs_with_digests(logged):
     assert contexts["test"] == {"test"}
     for name, dataset in inputs.items():
         assert len(dataset.dataset.digest) == 20, name
-        assert run.data.tags[f"ctr.data.{name}.sha256"].startswith(dataset.dataset.digest)
+    for name in ("train", "valid", "test"):
+        assert run.data.tags[f"ctr.data.{name}.sha256"].startswith(inputs[name].dataset.digest)
+    # The raw logs carry DVC's md5 instead of a second hash over every log file.
+    assert run.data.tags["ctr.data.raw-criteo.dvc_md5"] == run.data.tags["dvc.md5.data/raw/criteo"].removesuffix(".dir")
+    assert run.data.tags["ctr.data.raw-criteo.dvc_md5"].startswith(inputs["raw-criteo"].dataset.digest)
 
 
 def test_run_tags_git_and_dvc_versions(pipeline, logged):

@@ -235,7 +235,9 @@ def run_train(params: dict, root: Path) -> dict:
     if raw_dir.is_dir():
         raw_files = sorted(p for p in raw_dir.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
         if raw_files:
-            inputs.append(InputDataset(f"raw-{spec.name}", raw_files, "source", str(raw_dir.resolve())))
+            raw_md5 = versions.get(f"dvc.md5.{RAW_DIR / spec.name}", "").removesuffix(".dir")
+            inputs.append(InputDataset(f"raw-{spec.name}", raw_files, "source", str(raw_dir.resolve()),
+                                       dvc_md5=raw_md5))
     tags = {"ctr.dataset": spec.name, **git_state(root), **versions}
     report_path = features_dir / REPORT_FILE
     if report_path.is_file():

@@ -89,10 +89,16 @@ class InputDataset:
     paths: list[Path]
     context: str
     source: str = ""
+    # DVC's md5 of the data when DVC tracks it: raw logs are not hashed a second time.
+    dvc_md5: str = ""
+
+    @property
+    def digest_kind(self) -> str:
+        return "dvc_md5" if self.dvc_md5 else "sha256"
 
     @property
     def digest(self) -> str:
-        return dataset_digest(self.paths)
+        return self.dvc_md5 or dataset_digest(self.paths)
 
 
 @dataclass
@@ -239,7 +245,7 @@ def log_input(dataset: InputDataset) -> None:
     digest = dataset.digest
     mlflow.log_input(MetaDataset(source, name=dataset.name, digest=digest[:MLFLOW_DIGEST_LENGTH]),
                      context=dataset.context)
-    mlflow.set_tag(f"ctr.data.{dataset.name}.sha256", digest)
+    mlflow.set_tag(f"ctr.data.{dataset.name}.{dataset.digest_kind}", digest)
 
 
 def _log_bundle_artifacts(features: list[Feature], encoding_path: Path, facts: dict) -> None:
