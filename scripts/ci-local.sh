@@ -69,8 +69,8 @@ cd "$work/repo"
 
 step "data: the raw logs the training pipeline reads"
 # CI restores them with `dvc pull` from the S3 remote. Here the Criteo sample
-# beside the checkout stands in (its terms forbid committing it), and
-# generated Criteo-format logs stand in where no sample is present.
+# beside the checkout is used instead (its terms forbid committing it), and
+# generated Criteo-format logs are used where no sample is present.
 sample="$root/../shared/data/ctr/criteo_dev.tsv.gz"
 mkdir -p data/raw/criteo
 if [[ -f "$sample" ]]; then

@@ -7,7 +7,7 @@ Layout::
     encoding.parquet   categorical encoding table (feature, value, count)
     compiled/...       optional compiled forms of the model, listed in bundle.json
 
-``bundle.json`` holds the registered model name and version, the MLflow run id,
+``bundle.json`` contains the registered model name and version, the MLflow run id,
 the git commit, the ordered features with dtypes, the encoding, library
 versions, the training-data digest, metrics and the SHA-256 of every other
 file. Because it lists every file's hash, the SHA-256 of ``bundle.json`` is the

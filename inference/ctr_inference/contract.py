@@ -2,7 +2,7 @@
 
 A feature partition is Parquet with a ``row_id`` column (int64, stable from the
 raw log line to the prediction), an optional ``label`` column, and one column
-per model feature. The model bundle lists the features by name and dtype; the
+per model feature. The model bundle lists the features by name and dtype. The
 scorer selects columns by name, never by position, so reordered or extra
 columns are harmless.
 

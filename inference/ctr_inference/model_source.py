@@ -1,4 +1,4 @@
-"""Where a worker gets its model bundle: baked into the image, from S3, or from an OCI layout.
+"""Model sources of a worker: baked into the image, from S3, or from an OCI layout.
 
 All three end in the same verified bundle directory, so "baked" and "S3"
 differ only in where the bytes come from. The model store on S3 keeps one

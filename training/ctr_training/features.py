@@ -484,7 +484,7 @@ def write_partitions(frame, out_dir: str | os.PathLike, partitions: int) -> list
 
 @dataclass
 class FeatureJobResult:
-    """What one run of the feature job read and wrote."""
+    """Summary of one feature-job run: partitions written, rows, labels, malformed lines and encoding."""
 
     partitions: list[Path]
     rows: int
