@@ -18,6 +18,7 @@ version twice gives byte-identical bundles.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -135,13 +136,16 @@ def _check_compatible(metadata: dict, path: Path) -> None:
         raise BundleIncompatibleError(
             f"bundle {path} has format_version {version!r}, this runtime reads {FORMAT_VERSION}"
         )
-    import lightgbm
+    # Package metadata, because importing lightgbm takes seconds when scikit-learn and
+    # pandas are installed, which it then imports. Without LightGBM this raises
+    # PackageNotFoundError, a subclass of the ModuleNotFoundError that the import raised.
+    installed_version = importlib.metadata.version("lightgbm")
 
     made_with = metadata.get("libraries", {}).get("lightgbm", "")
-    if made_with.split(".")[0] != lightgbm.__version__.split(".")[0]:
+    if made_with.split(".")[0] != installed_version.split(".")[0]:
         raise BundleIncompatibleError(
             f"bundle {path} was made with LightGBM {made_with or 'unknown'}, "
-            f"this runtime has LightGBM {lightgbm.__version__}; rebake the model "
+            f"this runtime has LightGBM {installed_version}; rebake the model "
             "with a runtime of the same major version"
         )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -61,6 +63,17 @@ def test_other_lightgbm_major_is_incompatible(tmp_path):
     with pytest.raises(BundleIncompatibleError, match="LightGBM 3.3.5"):
         load_bundle(path)
 
+
+
+def test_load_bundle_does_not_import_lightgbm(tmp_path):
+    # Importing lightgbm costs the worker seconds at start-up, so the version check reads package metadata.
+    path = write_tiny_bundle(tmp_path / "b")
+    code = ("import sys; from ctr_inference.bundle import load_bundle; "
+            f"load_bundle({str(path)!r}); print('lightgbm' in sys.modules)")
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "False"
 
 def test_unparseable_metadata_fails(tmp_path):
     path = write_tiny_bundle(tmp_path / "b")
