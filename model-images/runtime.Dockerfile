@@ -2,8 +2,8 @@
 # /opt/ctr/venv, and a non-root user. `ctr image runtime` (`make runtime-image`)
 # builds it with buildah from a context that the host prepares, so no step
 # here reaches the network:
-#   wheels/  the wheels of ctr-inference's locked dependencies (uv.lock),
-#            requirements.txt with their SHA-256 hashes, a pip wheel, and
+#   wheels/  the wheels of ctr-inference's locked dependencies and of its
+#            compiled extra (lleaves, llvmlite) from uv.lock, requirements.txt with their SHA-256 hashes, a pip wheel, and
 #            the ctr-inference wheel built from this checkout
 #   debs/    Debian packages the wheels link against (libgomp1 for LightGBM)
 # BASE_IMAGE is the debootstrap base from `make base-image` on machines

@@ -42,7 +42,12 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 COMPILED_DIR = "compiled"
-DEFAULT_ENGINES = ("lleaves", "tl2cgen")
+# Every engine this module compiles.
+ENGINES = ("lleaves", "tl2cgen")
+# The default candidates are the engines the runtime image can load. It installs the
+# ``compiled`` extra of ctr-inference, which has lleaves but not TL2cgen, so a TL2cgen
+# form would fall back to LightGBM there.
+DEFAULT_ENGINES = ("lleaves",)
 DEFAULT_TARGET = "x86-64-v3"
 ARTIFACT_SUFFIXES = {"lleaves": ".o", "tl2cgen": ".so"}
 

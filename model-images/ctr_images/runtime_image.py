@@ -3,9 +3,10 @@
 The host prepares everything the build installs, so the build itself needs
 no network:
 
-- the wheels of ctr-inference's locked dependencies, exported from
-  ``uv.lock`` with their hashes and downloaded by the locked pip for
-  linux/x86_64 and CPython 3.11 (cached under ``<cache>/wheels/<key>/``);
+- the wheels of ctr-inference's locked dependencies and of its ``compiled``
+  extra (lleaves and llvmlite), exported from ``uv.lock`` with their hashes
+  and downloaded by the locked pip for linux/x86_64 and CPython 3.11
+  (cached under ``<cache>/wheels/<key>/``);
 - the ctr-inference wheel, built from this checkout;
 - the Debian packages the wheels link against, from the host's apt sources
   (cached under ``<cache>/debs/<key>/``).
@@ -42,6 +43,15 @@ logger = logging.getLogger(__name__)
 
 DOCKERFILE = "runtime.Dockerfile"
 PACKAGE = "ctr-inference"
+# The optional dependencies of ctr-inference that the runtime installs: lleaves and
+# llvmlite, which load the compiled form of a model that the bake stores in its bundle.
+EXTRAS = ("compiled",)
+# Packages without which the runtime image is not built, and what the worker would lack.
+REQUIRED_PACKAGES = {
+    "lightgbm": "the worker cannot score",
+    "lleaves": "the worker cannot load a bundle's compiled form and scores with LightGBM",
+    "llvmlite": "lleaves cannot load a bundle's compiled form",
+}
 # LightGBM's lib_lightgbm.so links against libgomp.so.1, which slim Debian images lack.
 DEBIAN_PACKAGES = ("libgomp1",)
 # The release of the base images; the host's apt sources should be the same release.
@@ -93,10 +103,17 @@ def requirement_blocks(exported: str) -> dict[str, str]:
 
 
 def locked_requirements() -> str:
-    """Return ctr-inference's locked dependencies with hashes, as a pip requirements file."""
-    blocks = requirement_blocks(_uv_export("--package", PACKAGE, "--no-dev"))
-    if "lightgbm" not in blocks:
-        raise ImageError(f"uv.lock exports no lightgbm for {PACKAGE}; the runtime cannot score without it")
+    """Return ctr-inference's locked dependencies and its ``EXTRAS``, with hashes, as a pip requirements file.
+
+    Raises:
+        ImageError: the export lacks a package of ``REQUIRED_PACKAGES``.
+    """
+    extras = [arg for extra in EXTRAS for arg in ("--extra", extra)]
+    blocks = requirement_blocks(_uv_export("--package", PACKAGE, "--no-dev", *extras))
+    for name, consequence in REQUIRED_PACKAGES.items():
+        if name not in blocks:
+            raise ImageError(f"uv.lock exports no {name} for {PACKAGE} with extras {', '.join(EXTRAS)}; "
+                             f"without it {consequence}")
     return "\n".join(blocks[name] for name in sorted(blocks)) + "\n"
 
 
@@ -250,6 +267,7 @@ def runtime_labels(base: ResolvedImage, requirements: str, inputs_key: str, crea
         oci_labels.RUNTIME_INPUTS: inputs_key,
         "ai.ctr.runtime.python": PYTHON_VERSION,
         "ai.ctr.runtime.lightgbm": pinned_version(requirements, "lightgbm"),
+        "ai.ctr.runtime.lleaves": pinned_version(requirements, "lleaves"),
     }
     if base.digest:
         labels[oci_labels.BASE_DIGEST] = base.digest

@@ -77,10 +77,10 @@ def new_model_dir(root: Path, encoding: str) -> Path:
 @pytest.fixture(scope="module", params=[FREQUENCY, NATIVE])
 def compiled_bundle_dir(request, tmp_path_factory) -> Path:
     """A bundle of each encoding compiled with every engine, built once per test module."""
-    from ctr_images.compile import compile_bundle
+    from ctr_images.compile import ENGINES, compile_bundle
 
     encoding = request.param
     directory = new_model_dir(tmp_path_factory.mktemp("compiled"), encoding)
-    section = compile_bundle(directory, features_for(encoding))
+    section = compile_bundle(directory, features_for(encoding), engines=ENGINES)
     write_bundle(directory, encoding, section)
     return directory

@@ -99,6 +99,18 @@ def test_locked_requirements_are_the_inference_closure():
         assert "--hash=sha256:" in block, name
 
 
+def test_locked_requirements_include_compiled_engines():
+    from ctr_images.compile import DEFAULT_ENGINES
+
+    names = set(requirement_blocks(locked_requirements()))
+
+    assert "lleaves" in names
+    assert "llvmlite" in names
+    # The bake's default candidates are the engines a worker in the runtime image can load.
+    for engine in DEFAULT_ENGINES:
+        assert engine in names, engine
+
+
 def test_locked_pip_has_hashes():
     pip = locked_pip_requirement()
 
