@@ -61,6 +61,11 @@ RELEASE_DIR ?= .ctr/release
 # Image the model layer goes on: "runtime" builds (or reuses) this checkout's
 # runtime image from BASE_IMAGE; empty bakes onto scratch, as ci-local does.
 BAKE_BASE ?=
+# 0 bakes without the compiled form of the model, so workers score with LightGBM.
+BAKE_COMPILE ?= 1
+# x86-64 level the compiled form targets, or host. x86-64-v3 runs on AWS c5, m5,
+# r5, c5a, m5a and later x86 families; see docs/images.md.
+BAKE_COMPILE_TARGET ?= x86-64-v3
 export BASE_IMAGE
 ENV ?= staging
 # Seconds a promotion waits for Argo CD to report the rollout healthy.
@@ -90,7 +95,8 @@ pipeline-train: $(STAMP) ## Retrain (dvc repro, logged to MLflow) and commit dvc
 
 pipeline-release: $(STAMP) ## Bake MODEL_VERSION into an image, push it to REGISTRY, write RELEASE_DIR/image-ref
 	@mkdir -p $(RELEASE_DIR)
-	$(CTR) image bake $(MODEL_NAME) $(MODEL_VERSION) --layout $(RELEASE_DIR)/layout $(if $(BAKE_BASE),--base $(BAKE_BASE))
+	$(CTR) image bake $(MODEL_NAME) $(MODEL_VERSION) --layout $(RELEASE_DIR)/layout $(if $(BAKE_BASE),--base $(BAKE_BASE)) \
+		$(if $(filter 0,$(BAKE_COMPILE)),--no-compile,--compile-target $(BAKE_COMPILE_TARGET))
 	$(CTR) image push $(RELEASE_DIR)/layout $(REGISTRY)/$(IMAGE_REPOSITORY) | tee $(RELEASE_DIR)/push.log
 	tail -n 1 $(RELEASE_DIR)/push.log > $(RELEASE_DIR)/image-ref
 	@echo "release: $$(cat $(RELEASE_DIR)/image-ref)"

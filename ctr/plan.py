@@ -2,8 +2,10 @@
 
 The plan starts from a measured scoring speed per core. That is either the
 latest benchmark results (``bench/results.json``, written by ``make bench``)
-or the speed a bundle's bake measured (``compiled.rows_per_second_per_core``
-in its ``bundle.json``). It adds stated assumptions about the cluster: how
+or the speed a bundle's bake measured (``rows_per_second_per_core`` in the
+``compile-report.json`` that ``ctr image bake`` writes beside the bundle
+folder, or in the compiled section of a ``bundle.json`` written by
+``compile_bundle`` directly). It adds stated assumptions about the cluster: how
 long a node takes to start, how long the image pull and the worker's
 start-up take, and how much of the in-memory speed a worker keeps end to end. Every
 assumption is printed with the plan, so a reader can check or override it.
@@ -25,6 +27,9 @@ DEFAULT_RESULTS = REPO_ROOT / "bench" / "results.json"
 # Largest difference from LightGBM that the worker accepts from an engine,
 # as in ctr_inference.engines.PARITY_TOLERANCE (not imported: it pulls numpy).
 PARITY_TOLERANCE = 1e-9
+
+# ctr_images.bake.COMPILE_REPORT_FILE: the bake's measurements, beside the bundle folder.
+COMPILE_REPORT_FILE = "compile-report.json"
 
 # A spot instance gets a two-minute interruption notice.
 SPOT_NOTICE_SECONDS = 120
@@ -205,7 +210,11 @@ def speed_from_results(path: str | Path = DEFAULT_RESULTS, model: str | None = N
 def speed_from_bundle(bundle_dir: str | Path, parallel_efficiency: float = 0.9) -> Speed:
     """Read the speed a bundle's bake measured for its compiled engine, else for LightGBM.
 
-    The bake times one thread only, so ``parallel_efficiency`` is an assumption.
+    ``ctr image bake`` keeps the measurements out of the bundle, so that a
+    rebake gives the same bundle, and writes them to ``compile-report.json``
+    in the bundle folder's parent. A ``bundle.json`` written with the whole
+    ``compile_bundle`` section carries them itself. The bake times one thread
+    only, so ``parallel_efficiency`` is an assumption.
 
     Raises:
         PlanError: the bundle has no ``bundle.json`` or no measured speed.
@@ -215,16 +224,20 @@ def speed_from_bundle(bundle_dir: str | Path, parallel_efficiency: float = 0.9) 
         raise PlanError(f"no bundle at {bundle_dir}: bundle.json is missing")
     metadata = json.loads(path.read_text())
     compiled = metadata.get("compiled") or {}
-    speeds = compiled.get("rows_per_second_per_core") or {}
     engine = compiled.get("engine") or "lightgbm"
+    measured, source = compiled, path
+    report = Path(bundle_dir).parent / COMPILE_REPORT_FILE
+    if "rows_per_second_per_core" not in compiled and report.is_file():
+        measured, source = json.loads(report.read_text()), report
+    speeds = measured.get("rows_per_second_per_core") or {}
     if engine not in speeds:
-        raise PlanError(f"bundle {bundle_dir} records no measured speed for {engine}; "
-                        "bake it with compile_bundle or use the benchmark results")
+        raise PlanError(f"bundle {bundle_dir} records no measured speed for {engine}, and {report} "
+                        "has none either; bake it with `ctr image bake` or use the benchmark results")
     model = metadata.get("model", {})
-    return Speed(source=str(path), model=f"{model.get('name')} version {model.get('version')}",
+    return Speed(source=str(source), model=f"{model.get('name')} version {model.get('version')}",
                  engine=engine, rows_per_second_per_core=float(speeds[engine]),
                  parallel_efficiency=parallel_efficiency,
-                 measured_on=(compiled.get("baked_on") or {}).get("cpu_model", "the bake machine"))
+                 measured_on=(measured.get("baked_on") or {}).get("cpu_model", "the bake machine"))
 
 
 def make_plan(rows: float, deadline_seconds: float, speed: Speed, assumptions: Assumptions | None = None,

@@ -6,6 +6,11 @@ import json
 import os
 from pathlib import Path
 
+from ctr_inference.cpu import HOST, TARGET_FLAGS
+
+# ctr_images.compile.DEFAULT_TARGET, repeated because that module imports NumPy,
+# which would slow down `ctr --help`.
+DEFAULT_COMPILE_TARGET = "x86-64-v3"
 INSECURE_HELP = ("use plain HTTP without TLS verification (default: only for registries on localhost "
                  "and 127.0.0.0/8)")
 
@@ -23,6 +28,13 @@ def register(subparsers) -> None:
                       help="runtime image to build on: oci:DIR:TAG or HOST/REPOSITORY[:TAG|@DIGEST]; runtime "
                            "builds or reuses this checkout's runtime image on $BASE_IMAGE; scratch gives an image "
                            "with the bundle alone (default: $CTR_RUNTIME_IMAGE or scratch)")
+    bake.add_argument("--no-compile", dest="compile", action="store_false",
+                      help="leave the compiled form and check rows out of the bundle, so workers score with "
+                           "LightGBM (default: compile with lleaves, or reuse the compiled form cached in "
+                           "$CTR_CACHE_DIR/compiled, else .cache/images/compiled)")
+    bake.add_argument("--compile-target", default=DEFAULT_COMPILE_TARGET, choices=[*TARGET_FLAGS, HOST],
+                      help="x86-64 micro-architecture level the compiled form runs on, or host for the baking "
+                           f"CPU only (default: {DEFAULT_COMPILE_TARGET})")
     bake.set_defaults(handler=run_bake)
 
     push = commands.add_parser("push", help="verify a baked image, push it, and record it on the model version")
@@ -56,8 +68,10 @@ def run_bake(args) -> int:
     from ctr_images.bake import bake
 
     layout = args.layout or Path(".ctr/images") / args.model
-    result = bake(args.model, args.version, args.workdir, layout, base=args.base)
-    print(f"{result.image} {result.image.digest} bundle {result.bundle_digest}")
+    result = bake(args.model, args.version, args.workdir, layout, base=args.base, compile_model=args.compile,
+                  compile_target=args.compile_target)
+    engine = (result.metadata.get("compiled") or {}).get("engine") or "none"
+    print(f"{result.image} {result.image.digest} bundle {result.bundle_digest} compiled {engine}")
     return 0
 
 

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     source.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                         help="benchmark results JSON (default: bench/results.json)")
     source.add_argument("--model", type=Path, metavar="BUNDLE",
-                        help="bundle directory whose bake measured the scoring speed")
+                        help="bundle directory whose bake measured the scoring speed (read from "
+                             "compile-report.json beside it)")
     parser.add_argument("--bench-model", help="model of the benchmark results (default: the reference model)")
     parser.add_argument("--pod-cpus", type=int, default=defaults.pod_cpus,
                         help=f"CPU limit and scoring threads per pod (default: {defaults.pod_cpus})")

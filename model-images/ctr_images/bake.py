@@ -2,7 +2,8 @@
 
 ``write_bundle`` assembles the bundle from ``models:/<name>/<version>`` (the
 LightGBM text model) and the run's ``bundle/`` artifacts (feature list and
-encoding table). ``bake`` then builds ``model-images/model.Dockerfile`` with
+encoding table), and adds the compiled form of the model with its check rows
+(``ctr_images.compiled_cache``). ``bake`` then builds ``model-images/model.Dockerfile`` with
 buildah on a base image (the runtime image, or ``scratch``), writes the
 image into an OCI image layout tagged ``<model>-v<version>-<git short sha>``
 with the model's facts as labels, marks the bundle layer and checks the
@@ -10,7 +11,9 @@ result. ``ctr image bake``, the demo and CI all call ``bake``.
 
 Rebaking the same model version at the same commit on the same base gives
 the same bundle layer digest, for three reasons. The bundle's files are
-byte-identical, because no wall-clock time goes into them. The build context
+byte-identical, because no wall-clock time goes into them: the compiled
+section of ``bundle.json`` leaves out the compile's timings and speeds, which
+go into ``compile-report.json`` beside the bundle instead. The build context
 has fixed file modes. buildah stamps every added file and the image with one
 fixed time: the later of the version's registration and the commit.
 """
@@ -37,6 +40,7 @@ from ctr_inference.errors import BundleNotFoundError
 from ctr_images import labels as oci_labels
 from ctr_images import tools
 from ctr_images.buildah import temporary_buildah
+from ctr_images.compile import DEFAULT_TARGET
 from ctr_images.errors import ImageContentError, ModelVersionNotFoundError
 from ctr_images.oci_layout import ImageRef, annotate_bundle_layer
 from ctr_images.registry import ResolvedImage, check_base_digest, resolve_image
@@ -48,7 +52,8 @@ DOCKERFILE = "model.Dockerfile"
 RUNTIME_BASE = "runtime"
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
-
+# The compile's measurements and cache facts, written beside the bundle folder, not in it.
+COMPILE_REPORT_FILE = "compile-report.json"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class BakeResult:
     bundle_digest: str
     image: ImageRef
     metadata: dict
+    # The compile's measurements beside the bundle, None when the bake did not compile.
+    compile_report: Path | None = None
 
 
 def image_tag(model_name: str, version: str, git_commit: str) -> str:
@@ -91,14 +98,21 @@ def resolve_model_version(model_name: str, version: str):
         ) from error
 
 
-def write_bundle(model_name: str, version: str, bundle_dir: Path) -> dict:
+def write_bundle(model_name: str, version: str, bundle_dir: Path, *, compile_model: bool = True,
+                 compile_target: str = DEFAULT_TARGET) -> dict:
     """Write the bundle of a registered model version into ``bundle_dir`` and return its metadata.
+
+    With ``compile_model``, the bundle also gets check rows and the compiled
+    form of the model for ``compile_target`` (see ``compile_report_path`` for
+    the compile's measurements). A compiled form that did not match LightGBM
+    is left out, and the bundle's worker scores with LightGBM.
 
     The tracking server comes from ``MLFLOW_TRACKING_URI``.
 
     Raises:
         ModelVersionNotFoundError: the registry has no such version.
         BundleNotFoundError: the run lacks the model file or the bundle artifacts.
+        UnknownTargetError: ``compile_target`` is neither ``host`` nor a known x86-64 level.
     """
     import mlflow
 
@@ -109,6 +123,7 @@ def write_bundle(model_name: str, version: str, bundle_dir: Path) -> dict:
     if bundle_dir.exists():
         shutil.rmtree(bundle_dir)
     bundle_dir.mkdir(parents=True)
+    compile_report_path(bundle_dir).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}",
                                                             dst_path=f"{scratch}/model"))
@@ -136,8 +151,34 @@ def write_bundle(model_name: str, version: str, bundle_dir: Path) -> dict:
     if "sampling" in facts:
         # The scorer corrects predictions of models trained on downsampled negatives.
         metadata["sampling"] = facts["sampling"]
+    if compile_model:
+        metadata["compiled"] = _compile(bundle_dir, facts["features"], compile_target)
     write_metadata(bundle_dir, metadata)
     return json.loads((bundle_dir / "bundle.json").read_text())
+
+
+def compile_report_path(bundle_dir: Path) -> Path:
+    """Return where ``write_bundle`` writes the compile's measurements: beside the bundle folder."""
+    return Path(bundle_dir).parent / COMPILE_REPORT_FILE
+
+
+def _compile(bundle_dir: Path, features: list, target: str) -> dict:
+    """Add the check rows and the compiled form to a bundle folder; return the section for bundle.json."""
+    from ctr_images.compiled_cache import compile_cached
+
+    # NOTE: the run logs no feature rows except MLflow's five-row input example, too few to
+    # stand in for the 256 generated ordinary check rows, so no real rows are checked.
+    form = compile_cached(bundle_dir, features, target=target)
+    report = compile_report_path(bundle_dir)
+    report.write_text(json.dumps(form.report(), indent=2, sort_keys=True) + "\n")
+    if form.section["engine"]:
+        logger.info("compiled form: %s for %s (%s), measurements in %s", form.section["engine"], target,
+                    "reused from the cache" if form.cache_hit else "compiled now", report)
+    else:
+        outcomes = ", ".join(f"{c['engine']} {c['status']}" for c in form.section["candidates"]) or "no candidates"
+        logger.warning("the bundle has no compiled form (%s), so its workers score with LightGBM; details in %s",
+                       outcomes, report)
+    return form.section
 
 
 def _flavor_version(mlmodel: Path) -> str:
@@ -225,7 +266,8 @@ def _registration_seconds(model_version) -> int:
     return int(model_version.creation_timestamp // 1000)
 
 
-def bake(model_name: str, version: str, work_dir: Path, layout: Path, base: str | None = None) -> BakeResult:
+def bake(model_name: str, version: str, work_dir: Path, layout: Path, base: str | None = None, *,
+         compile_model: bool = True, compile_target: str = DEFAULT_TARGET) -> BakeResult:
     """Write the bundle of a model version and build its image into ``layout``.
 
     ``version`` is a version number or an alias (``champion``). ``base`` is
@@ -233,12 +275,14 @@ def bake(model_name: str, version: str, work_dir: Path, layout: Path, base: str 
     means the runtime image of this checkout, which ``build_runtime_image``
     builds on ``$BASE_IMAGE`` (or the debootstrap base) unless an image with
     the same inputs exists. None or ``scratch`` gives an image that contains
-    the bundle alone.
+    the bundle alone. ``compile_model`` and ``compile_target`` are passed to
+    ``write_bundle``.
 
     Raises:
         ModelVersionNotFoundError: the registry has no such version or alias.
         BundleError: the bundle cannot be written or does not verify.
         ImageError: the base image is missing, or buildah fails.
+        UnknownTargetError: ``compile_target`` is neither ``host`` nor a known x86-64 level.
     """
     from ctr_inference.bundle import load_bundle
 
@@ -253,7 +297,8 @@ def bake(model_name: str, version: str, work_dir: Path, layout: Path, base: str 
     resolved_base = resolve_image(base)
 
     bundle_dir = Path(work_dir) / f"{model_name}-v{version}" / "bundle"
-    metadata = write_bundle(model_name, version, bundle_dir)
+    metadata = write_bundle(model_name, version, bundle_dir, compile_model=compile_model,
+                            compile_target=compile_target)
     bundle = load_bundle(bundle_dir)
 
     commit = oci_labels.platform_commit()
@@ -268,4 +313,5 @@ def bake(model_name: str, version: str, work_dir: Path, layout: Path, base: str 
     verify_model_image(image.layout, image.tag)
     logger.info("baked %s version %s into %s (manifest %s, bundle %s) on %s", model_name, version, image,
                 image.digest, bundle.digest[:12], resolved_base.name)
-    return BakeResult(bundle_dir, bundle.digest, image, metadata)
+    report = compile_report_path(bundle_dir)
+    return BakeResult(bundle_dir, bundle.digest, image, metadata, report if report.is_file() else None)

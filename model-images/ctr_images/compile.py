@@ -12,7 +12,12 @@ is in the bundle directory and before ``write_metadata``:
    raising, so a crash only rejects that candidate;
 3. it keeps the fastest candidate whose predictions differ from LightGBM's by
    at most ``PARITY_TOLERANCE`` on every check row, deletes the others, and
-   returns the ``compiled`` section of ``bundle.json``.
+   returns the ``compiled`` section with the bake machine's measurements.
+
+``split_measurements`` separates that section into the part that goes into
+``bundle.json``, which depends only on the model, its features, the target
+and the engine versions, and the measurements (timings, the baking CPU,
+error details), which vary from bake to bake and stay out of the bundle.
 
 The compiled code targets an x86-64 micro-architecture level (default
 x86-64-v3), so the artifact runs on every CPU with that level's flags, not
@@ -50,6 +55,12 @@ ENGINES = ("lleaves", "tl2cgen")
 DEFAULT_ENGINES = ("lleaves",)
 DEFAULT_TARGET = "x86-64-v3"
 ARTIFACT_SUFFIXES = {"lleaves": ".o", "tl2cgen": ".so"}
+
+# Section fields that vary between bakes of the same model: the baking CPU and
+# speeds measured on it, compile times, and error details, which can contain
+# temporary paths. ``split_measurements`` keeps them out of ``bundle.json``.
+MEASURED_FIELDS = ("baked_on", "rows_per_second_per_core")
+MEASURED_CANDIDATE_FIELDS = ("compile_seconds", "rows_per_second_per_core", "detail")
 
 # Child-process time limits, in seconds. Compiling a 1,000-tree model with
 # 255 leaves takes minutes on 2 cores, and checking takes seconds.
@@ -264,8 +275,10 @@ def compile_bundle(
         target: ``host`` or an x86-64 level from ``ctr_inference.cpu.TARGET_FLAGS``.
 
     Returns:
-        The ``compiled`` section for ``bundle.json``. Its ``engine`` is None when
-        no candidate matched LightGBM; ``candidates`` records every attempt.
+        The ``compiled`` section with the measurements of this bake; pass it to
+        ``split_measurements`` for the part that ``bundle.json`` stores. Its
+        ``engine`` is None when no candidate matched LightGBM, and
+        ``candidates`` records every attempt.
 
     Raises:
         UnknownTargetError: ``target`` is not known.
@@ -336,6 +349,27 @@ def compile_bundle(
         compiled_dir.rmdir()
     logger.info("compiled form: %s", section["engine"] or "none; the worker will use LightGBM")
     return section
+
+
+def split_measurements(section: dict) -> tuple[dict, dict]:
+    """Split a ``compile_bundle`` section into the ``bundle.json`` part and the measurements.
+
+    The measurements are the fields in ``MEASURED_FIELDS`` and, per candidate,
+    ``MEASURED_CANDIDATE_FIELDS``. They change from run to run or from machine
+    to machine, so keeping them out of ``bundle.json`` keeps a rebake's bundle
+    byte-identical.
+    """
+    reproducible = {key: value for key, value in section.items() if key not in MEASURED_FIELDS}
+    measurements = {key: section[key] for key in MEASURED_FIELDS if key in section}
+
+    reproducible["candidates"] = []
+    measurements["candidates"] = []
+    for candidate in section.get("candidates", []):
+        bundle_fields = {key: value for key, value in candidate.items() if key not in MEASURED_CANDIDATE_FIELDS}
+        measured = {key: candidate[key] for key in MEASURED_CANDIDATE_FIELDS if key in candidate}
+        reproducible["candidates"].append(bundle_fields)
+        measurements["candidates"].append({"engine": candidate["engine"], **measured})
+    return reproducible, measurements
 
 
 def _child_main(argv: list[str] | None = None) -> int:

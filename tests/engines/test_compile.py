@@ -19,6 +19,7 @@ from ctr_images.compile import (
     compile_bundle,
     compile_candidate,
     run_child,
+    split_measurements,
 )
 from ctr_inference.bundle import load_bundle
 from ctr_inference.check_rows import CHECK_ROWS_FILE, read_check_rows
@@ -40,6 +41,26 @@ def test_compiled_section_describes_artifact(compiled_bundle_dir):
     assert compiled["parity"]["max_abs_diff"] <= PARITY_TOLERANCE
     assert compiled["rows_per_second_per_core"]["lleaves"] > 0
     assert compiled["rows_per_second_per_core"]["lightgbm"] > 0
+
+
+def test_split_measurements(compiled_bundle_dir):
+    section = load_bundle(compiled_bundle_dir).metadata["compiled"]
+
+    reproducible, measurements = split_measurements(section)
+
+    assert "baked_on" not in reproducible
+    assert "rows_per_second_per_core" not in reproducible
+    assert measurements["baked_on"] == section["baked_on"]
+    assert measurements["rows_per_second_per_core"] == section["rows_per_second_per_core"]
+    assert reproducible["sha256"] == section["sha256"]
+    assert reproducible["parity"] == section["parity"]
+    assert [c["engine"] for c in reproducible["candidates"]] == [c["engine"] for c in section["candidates"]]
+    for candidate, measured in zip(reproducible["candidates"], measurements["candidates"]):
+        assert "compile_seconds" not in candidate
+        assert "rows_per_second_per_core" not in candidate
+        assert "detail" not in candidate
+        assert candidate["status"] in (OK, MISMATCH)
+        assert measured["compile_seconds"] > 0
 
 
 def test_only_chosen_artifact_is_kept(compiled_bundle_dir):

@@ -89,7 +89,8 @@ def test_pulled_bundle_matches_registered_artifact(pushed, registry, registered_
     image_labels = config["config"]["Labels"]
     registered = registered_model_file(registered_model.name, registered_model.version, tmp_path)
 
-    assert sorted(files) == ["opt/ctr/bundle/bundle.json", "opt/ctr/bundle/encoding.parquet",
+    assert sorted(files) == ["opt/ctr/bundle/bundle.json", "opt/ctr/bundle/check_rows.parquet",
+                             "opt/ctr/bundle/compiled/model.lleaves.o", "opt/ctr/bundle/encoding.parquet",
                              "opt/ctr/bundle/model.lgb"]
     assert sha256(files["opt/ctr/bundle/model.lgb"]) == sha256(registered)
     assert image_labels[labels.MODEL_SHA256] == sha256(registered)

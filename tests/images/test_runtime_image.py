@@ -78,6 +78,14 @@ def test_image_runs_as_non_root_without_build_tools(unpacked):
         assert not (rootfs / absent).exists(), absent
 
 
+def test_runtime_has_compiled_engine(unpacked):
+    site_packages = unpacked / "rootfs/opt/ctr/venv/lib/python3.11/site-packages"
+
+    assert (site_packages / "lleaves").is_dir()
+    assert (site_packages / "llvmlite").is_dir()
+    assert (unpacked / "rootfs/opt/ctr/bundle/compiled/model.lleaves.o").is_file()
+
+
 def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
     """Poll a readiness endpoint until it returns 200, the process exits, or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
@@ -124,6 +132,7 @@ def test_worker_in_image_scores_one_partition(unpacked, model_image, registered_
     assert worker.returncode == 0, output[-4000:]
     assert ready, output[-4000:]
     assert "serving model" in output
+    assert "scoring engine lleaves" in output
     bucket, output_key = split_s3_uri(request.output_uri)
     table = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=output_key)["Body"].read()))
     metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}

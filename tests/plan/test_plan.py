@@ -101,6 +101,23 @@ def test_bundle_speed(tmp_path):
     assert speed.model == "ctr version 7"
 
 
+def test_bundle_speed_from_bake_report(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    metadata = {"model": {"name": "ctr", "version": 7}, "compiled": {"engine": "lleaves"}}
+    (bundle / "bundle.json").write_text(json.dumps(metadata))
+    report = {"engine": "lleaves", "baked_on": {"cpu_model": "Bake CPU"},
+              "rows_per_second_per_core": {"lleaves": 170_000.0, "lightgbm": 48_000.0}}
+    (tmp_path / "compile-report.json").write_text(json.dumps(report))
+
+    speed = speed_from_bundle(bundle)
+
+    assert speed.engine == "lleaves"
+    assert speed.rows_per_second_per_core == 170_000
+    assert speed.measured_on == "Bake CPU"
+    assert speed.source == str(tmp_path / "compile-report.json")
+
+
 def test_bundle_without_compiled_uses_lightgbm(tmp_path):
     metadata = {"model": {"name": "ctr", "version": 7},
                 "compiled": {"engine": None, "rows_per_second_per_core": {"lightgbm": 48_000.0}}}
