@@ -122,8 +122,13 @@ def test_worker_in_image_scores_one_partition(unpacked, model_image, registered_
         "METRICS_HOST": "127.0.0.1", "METRICS_PORT": str(metrics_port),
     })
     user = config["process"]["user"]
+    rootfs = unpacked / "rootfs"
+    # A container runtime mounts /proc, where the worker reads the CPU flags that decide
+    # whether it may use the compiled form. unshare mounts it in a private mount namespace,
+    # which ends with the worker.
     worker = subprocess.Popen(
-        ["chroot", f"--userspec={user['uid']}:{user['gid']}", str(unpacked / "rootfs"), *config["process"]["args"]],
+        ["unshare", "--fork", "--pid", "--mount", f"--mount-proc={rootfs / 'proc'}",
+         "chroot", f"--userspec={user['uid']}:{user['gid']}", str(rootfs), *config["process"]["args"]],
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     ready = wait_until_ready(f"http://127.0.0.1:{metrics_port}/readyz", worker)
