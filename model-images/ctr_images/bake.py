@@ -3,11 +3,11 @@
 ``write_bundle`` assembles the bundle from ``models:/<name>/<version>`` (the
 LightGBM text model) and the run's ``bundle/`` artifacts (feature list and
 encoding table), and adds the compiled form of the model with its check rows
-(``ctr_images.compiled_cache``). ``bake`` then builds ``model-images/model.Dockerfile`` with
-buildah on a base image (the runtime image, or ``scratch``), writes the
-image into an OCI image layout tagged ``<model>-v<version>-<git short sha>``
-with the model's facts as labels, marks the bundle layer and checks the
-result. ``ctr image bake``, the demo and CI all call ``bake``.
+(``ctr_images.compiled_cache``). ``bake`` then builds
+``model-images/model.Dockerfile`` with buildah on a base image (the runtime
+image, or ``scratch``), writes the image into an OCI image layout tagged
+``<model>-v<version>-<git short sha>`` with the model's facts as labels,
+marks the bundle layer and checks the result. ``ctr image bake``, the demo and CI all call ``bake``.
 
 Rebaking the same model version at the same commit on the same base gives
 the same bundle layer digest, for three reasons. The bundle's files are
