@@ -174,15 +174,22 @@ class Worker:
         self._baked = open_bundle(config.model_source, config.bundle_location, config.cache_dir)
         scorer = Scorer(self._baked, threads=config.scoring_threads or None)
         self._scorers[(self._baked.model_name, self._baked.model_version)] = scorer
+        engine = scorer.engine
+        # Why the bundle's compiled form is not used; only LightGBMEngine has the attribute.
+        fallback_reason = getattr(engine, "fallback_reason", "")
         self.metrics.model.info({
             "model_name": self._baked.model_name, "model_version": self._baked.model_version,
             "bundle_digest": self._baked.digest, "model_source": config.model_source,
-            "engine": scorer.engine.name, "image_ref": config.image_ref, "image_digest": config.image_digest,
+            "engine": engine.name, "fallback_reason": fallback_reason,
+            "image_ref": config.image_ref, "image_digest": config.image_digest,
         })
-        self.health.set_ready(True)
+        self.health.set_ready(True, serving={
+            "model_name": self._baked.model_name, "model_version": self._baked.model_version,
+            "engine": engine.name, "fallback_reason": fallback_reason,
+        })
         logger.info("serving model %s version %s from %s (bundle %s, engine %s), loaded in %.2f s",
                     self._baked.model_name, self._baked.model_version, config.model_source,
-                    self._baked.digest[:12], scorer.engine.name, time.monotonic() - started,
+                    self._baked.digest[:12], engine.name, time.monotonic() - started,
                     extra={"model_version": self._baked.model_version})
         return self._baked
 
