@@ -60,6 +60,14 @@ class WorkerMetrics:
             registry=self.registry)
         self.model = Info("ctr_worker_model", "The model this worker serves and the image it runs in",
                           registry=self.registry)
+        self.input_wait_seconds = Counter(
+            "ctr_worker_input_wait_seconds",
+            "Seconds the scoring thread waited for the input of a received message (prefetch not ready)",
+            registry=self.registry)
+        self.upload_wait_seconds = Counter(
+            "ctr_worker_upload_wait_seconds",
+            "Seconds the scoring thread waited for the previous partition's upload to finish",
+            registry=self.registry)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -103,6 +103,7 @@ def test_worker_serves_probes_and_metrics(infra, pool, bundles, tmp_path):
     assert ready["engine"] == "lightgbm"
     assert ready["fallback_reason"] == "the bundle has no compiled form"
     assert ready["model_version"] == "1"
+    assert ready["prefetch"] is True
 
     run_id, _ = dispatch_partitions(infra, "2026-08-01", partitions=2, rows=40)
     infra.sqs.send_message(QueueUrl=infra.queue_url, MessageBody="not a score request")
@@ -121,6 +122,8 @@ def test_worker_serves_probes_and_metrics(infra, pool, bundles, tmp_path):
     assert values[("ctr_worker_scoring_seconds_count", ())] == 2
     assert values[("ctr_worker_runs_completed_total", (("outcome", "succeeded"),))] == 1
     assert values[("ctr_worker_messages_in_flight", ())] in (0, 1)
+    assert values[("ctr_worker_input_wait_seconds_total", ())] >= 0
+    assert values[("ctr_worker_upload_wait_seconds_total", ())] >= 0
     [info] = [dict(labels) for (name, labels) in values if name == "ctr_worker_model_info"]
     assert info["model_version"] == "1"
     assert info["model_source"] == "baked"
