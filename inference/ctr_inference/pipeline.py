@@ -59,15 +59,19 @@ class MessageTask:
 class Prefetcher(Generic[T]):
     """Runs ``fetch`` on a background thread, one call ahead of the consumer.
 
+    ``take`` returns an item and at once starts fetching the next one, which
+    runs while the consumer works. When a fetch hands over nothing, no
+    further fetch runs until the next ``take``, so an idle consumer leaves
+    no receive in flight.
+
     ``fetch`` returns an item, or None when there is nothing to hand over
     (an empty receive, or a message it already failed). It must not raise,
     because an item it owned would then belong to no one.
 
     After ``stop``, an item that ``take`` did not return goes to
     ``discard``: at once when it is ready, otherwise as soon as its fetch
-    returns. Every item
-    therefore ends up either returned by ``take`` or passed to ``discard``,
-    never both.
+    returns. Every item therefore ends up either returned by ``take`` or
+    passed to ``discard``, never both.
     """
 
     def __init__(self, fetch: Callable[[], T | None], discard: Callable[[T], None], name: str = "prefetch"):
@@ -79,28 +83,25 @@ class Prefetcher(Generic[T]):
         self._call: Future | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
-    def start(self) -> Prefetcher[T]:
-        """Start the first fetch."""
-        with self._lock:
-            if not self._stopped and self._call is None:
-                self._call = self._executor.submit(self._fetch_one)
-        return self
-
     def take(self) -> T | None:
-        """Wait for the fetch in flight, start the next one and return the fetched item.
+        """Return the item fetched ahead, or fetch one now, then start fetching the next one.
 
-        Returns None when the fetch handed over nothing, after ``stop``, or
-        before ``start``.
+        Returns None when the fetch handed over nothing, and after ``stop``.
         """
-        call = self._call
-        if call is None:
-            return None
+        with self._lock:
+            if self._stopped:
+                return None
+            if self._call is None:
+                self._call = self._executor.submit(self._fetch_one)
+            call = self._call
         call.result()
         with self._lock:
+            self._call = None
             item, self._ready = self._ready, None
             if self._stopped:
                 return None
-            self._call = self._executor.submit(self._fetch_one)
+            if item is not None:
+                self._call = self._executor.submit(self._fetch_one)
         return item
 
     def stop(self) -> None:

@@ -694,7 +694,6 @@ class Worker:
         """
         uploader = Uploader(self.upload_message)
         idle_since = time.monotonic()
-        self.prefetcher.start()
         try:
             while not self.stopping.is_set():
                 self.health.tick()

@@ -52,11 +52,8 @@ class CountingFetch:
 
 def test_prefetcher_fetches_one_ahead():
     fetch = CountingFetch()
-    prefetcher = Prefetcher(fetch, discard=lambda item: None).start()
+    prefetcher = Prefetcher(fetch, discard=lambda item: None)
     try:
-        time.sleep(0.2)
-        assert fetch.calls == 1
-
         assert prefetcher.take() == 0
         time.sleep(0.2)
         # The take started exactly one more fetch, and no further fetch starts until the next take.
@@ -64,51 +61,63 @@ def test_prefetcher_fetches_one_ahead():
 
         assert prefetcher.take() == 1
         assert prefetcher.take() == 2
+        time.sleep(0.2)
+        assert fetch.calls == 4
     finally:
         prefetcher.close()
 
 
-def test_prefetcher_returns_none_when_nothing_fetched():
-    prefetcher = Prefetcher(CountingFetch(limit=1), discard=lambda item: None).start()
+def test_prefetcher_idle_leaves_no_fetch_running():
+    fetch = CountingFetch(limit=1)
+    prefetcher = Prefetcher(fetch, discard=lambda item: None)
     try:
         assert prefetcher.take() == 0
         assert prefetcher.take() is None
+        time.sleep(0.2)
+        # After a fetch that handed over nothing, the next one waits for the next take.
+        assert fetch.calls == 2
         assert prefetcher.take() is None
+        assert fetch.calls == 3
     finally:
         prefetcher.close()
 
 
 def test_prefetcher_stop_discards_ready_item():
     discarded = []
-    prefetcher = Prefetcher(CountingFetch(), discard=discarded.append).start()
-    wait_until(lambda: prefetcher._ready is not None, 5, "first item fetched", interval=0.01)
+    prefetcher = Prefetcher(CountingFetch(), discard=discarded.append)
+    assert prefetcher.take() == 0
+    wait_until(lambda: prefetcher._ready is not None, 5, "second item fetched", interval=0.01)
 
     prefetcher.stop()
-    assert discarded == [0]
+    assert discarded == [1]
     assert prefetcher.take() is None
     prefetcher.close()
-    assert discarded == [0]
+    assert discarded == [1]
 
 
 def test_prefetcher_stop_discards_item_in_flight():
     discarded = []
     fetch = CountingFetch(seconds=0.5)
-    prefetcher = Prefetcher(fetch, discard=discarded.append).start()
-    wait_until(lambda: fetch.calls == 1, 5, "fetch started", interval=0.01)
+    prefetcher = Prefetcher(fetch, discard=discarded.append)
+    assert prefetcher.take() == 0
+    wait_until(lambda: fetch.calls == 2, 5, "second fetch started", interval=0.01)
 
     prefetcher.stop()
     # The fetch is still running, so nothing is discarded yet and stop did not wait for it.
     assert discarded == []
     assert prefetcher.take() is None
-    assert discarded == [0]
     prefetcher.close()
-    assert fetch.calls == 1
+    assert discarded == [1]
+    assert fetch.calls == 2
 
 
-def test_prefetcher_take_before_start_returns_none():
-    prefetcher = Prefetcher(CountingFetch(), discard=lambda item: None)
+def test_prefetcher_take_after_stop_fetches_nothing():
+    fetch = CountingFetch()
+    prefetcher = Prefetcher(fetch, discard=lambda item: None)
+    prefetcher.stop()
     assert prefetcher.take() is None
     prefetcher.close()
+    assert fetch.calls == 0
 
 
 def test_uploader_waits_for_previous_upload():
@@ -166,10 +175,10 @@ class RecordingWorker(Worker):
         super().upload_message(task)
 
     def delete_message(self, lease):
-        held = len(self.leases.held())
+        held_count = len(self.leases.held())
         for partition in self.uploading.partitions:
             bucket, key = partition.request.output_uri[len("s3://"):].split("/", 1)
-            self.deletes.append((partition.request.partition, self.infra.exists(bucket, key), held))
+            self.deletes.append((partition.request.partition, self.infra.exists(bucket, key), held_count))
         return super().delete_message(lease)
 
 
