@@ -798,8 +798,8 @@ class Worker:
             self.finished.wait(min(0.1, left))
 
     def _release_and_exit(self, cause: str) -> None:
-        # Holding the lease lock until the process ends means the upload
-        # thread can never delete a message after it was released here.
+        # Holding the lease lock until the process ends means no other thread
+        # can delete a message after it was released here.
         with self.leases.lock:
             for lease in self.leases.release_all():
                 self.metrics.released.labels("shutdown").inc()
