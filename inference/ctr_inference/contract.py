@@ -34,6 +34,8 @@ CATEGORICAL_FREQUENCY = "categorical_frequency"
 # Every feature is scored as float64; these Arrow types cast to it exactly
 # (int64 above 2**53 loses precision, which no count or id feature reaches).
 _CASTABLE = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+# Rows per block when filling a C-ordered matrix column by column.
+C_ORDER_BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -68,24 +70,44 @@ def check_columns(schema: pa.Schema, features: list[Feature]) -> None:
             raise FeatureDtypeError(feature.name, feature.dtype, str(arrow_type))
 
 
-def feature_matrix(table: pa.Table, features: list[Feature]) -> np.ndarray:
+def feature_matrix(table: pa.Table, features: list[Feature], order: str = "F") -> np.ndarray:
     """Build the float64 matrix the model scores, columns in the model's order.
 
-    The matrix is Fortran-ordered so each column is filled with one contiguous
-    copy; LightGBM reads column-major input without another copy.
+    ``order`` is the memory order of the matrix: "F" (column-major, what
+    LightGBM reads without another copy) or "C" (row-major, what the compiled
+    engines read). Either way every value is copied once, from the Arrow
+    column straight into the matrix.
 
     Raises:
         MissingFeatureError, FeatureDtypeError: as ``check_columns``.
+        ValueError: ``order`` is neither "C" nor "F".
     """
+    if order not in ("C", "F"):
+        raise ValueError(f"matrix order {order!r} is invalid, expected 'C' or 'F'")
     check_columns(table.schema, features)
-    matrix = np.empty((table.num_rows, len(features)), dtype=np.float64, order="F")
-    for j, feature in enumerate(features):
-        column = table.column(feature.name)
-        if column.type != pa.float64():
-            column = pc.cast(column, pa.float64())
-        # Nulls become NaN here: the missing-value policy.
-        matrix[:, j] = column.to_numpy(zero_copy_only=False)
+    matrix = np.empty((table.num_rows, len(features)), dtype=np.float64, order=order)
+    columns = [_float64_column(table, feature) for feature in features]
+    if order == "F":
+        # Each matrix column is contiguous, so one column is one contiguous copy.
+        for j, column in enumerate(columns):
+            matrix[:, j] = column.to_numpy(zero_copy_only=False)
+        return matrix
+
+    # A column of a row-major matrix is strided. Filling it in blocks of rows
+    # keeps the block being written in the CPU cache.
+    for start in range(0, table.num_rows, C_ORDER_BLOCK_ROWS):
+        block = matrix[start:start + C_ORDER_BLOCK_ROWS]
+        for j, column in enumerate(columns):
+            block[:, j] = column.slice(start, C_ORDER_BLOCK_ROWS).to_numpy(zero_copy_only=False)
     return matrix
+
+
+def _float64_column(table: pa.Table, feature: Feature) -> pa.ChunkedArray:
+    column = table.column(feature.name)
+    if column.type != pa.float64():
+        column = pc.cast(column, pa.float64())
+    # Nulls become NaN when the column is converted to NumPy: the missing-value policy.
+    return column
 
 
 def row_ids(table: pa.Table) -> np.ndarray:

@@ -5,12 +5,15 @@
   partition has been held longer than ``MAX_PARTITION_SECONDS``, so the kubelet
   restarts a hung worker and its message reappears on the queue.
 - ``/readyz`` (readiness): 200 only after the model bundle is loaded and
-  verified, and 503 again once the worker drains after SIGTERM.
+  verified, and 503 again once the worker drains after SIGTERM. The body is
+  a JSON object with the reason, the model version and the scoring engine,
+  and why the engine fell back to LightGBM when it did.
 - ``/metrics``: Prometheus text format from the worker's own registry.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -57,6 +60,14 @@ class WorkerMetrics:
             registry=self.registry)
         self.model = Info("ctr_worker_model", "The model this worker serves and the image it runs in",
                           registry=self.registry)
+        self.input_wait_seconds = Counter(
+            "ctr_worker_input_wait_seconds",
+            "Seconds the scoring thread waited for the input of a received message (prefetch not ready)",
+            registry=self.registry)
+        self.upload_wait_seconds = Counter(
+            "ctr_worker_upload_wait_seconds",
+            "Seconds the scoring thread waited for the previous partition's upload to finish",
+            registry=self.registry)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -73,10 +84,14 @@ class HealthState:
         self._draining = False
         self._loop_tick = time.monotonic()
         self._held_since: float | None = None
+        self._serving: dict = {}
 
-    def set_ready(self, ready: bool) -> None:
+    def set_ready(self, ready: bool, serving: dict | None = None) -> None:
+        """Set readiness; ``serving`` describes the model and engine for the ``/readyz`` body."""
         with self._lock:
             self._ready = ready
+            if serving is not None:
+                self._serving = dict(serving)
 
     def set_draining(self) -> None:
         with self._lock:
@@ -114,6 +129,12 @@ class HealthState:
                 return False, "model bundle not loaded yet"
             return True, "model bundle loaded and verified"
 
+    def readiness_document(self) -> tuple[bool, dict]:
+        """Return readiness and the ``/readyz`` body: the reason and what the worker serves."""
+        ready, reason = self.readiness()
+        with self._lock:
+            return ready, dict(self._serving, ready=ready, reason=reason)
+
 
 class HealthServer:
     """Serves the probes and metrics from a daemon thread."""
@@ -148,7 +169,9 @@ def _handler_class(state: HealthState, metrics: WorkerMetrics):
             elif path == "/healthz":
                 self._probe(*state.liveness())
             elif path == "/readyz":
-                self._probe(*state.readiness())
+                ready, document = state.readiness_document()
+                body = (json.dumps(document, sort_keys=True) + "\n").encode()
+                self._send(200 if ready else 503, body, "application/json")
             else:
                 self._send(404, b"not found: use /healthz, /readyz or /metrics\n", "text/plain")
 

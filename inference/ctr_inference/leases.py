@@ -33,11 +33,17 @@ class Lease:
     # Log fields of the partition being scored: run_id, partition, model_version.
     context: dict = field(default_factory=dict)
     rows: int | None = None
+    # time.monotonic() when the worker began processing it; None while it waits in the prefetch stage.
+    started: float | None = None
     overdue_logged: bool = False
 
     @property
     def age(self) -> float:
         return time.monotonic() - self.received_at
+
+    @property
+    def seconds_since_start(self) -> float | None:
+        return None if self.started is None else time.monotonic() - self.started
 
     def log_fields(self) -> dict:
         return dict(self.context, message_id=self.message_id, receive_count=self.receive_count)

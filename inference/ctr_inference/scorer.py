@@ -34,7 +34,9 @@ class Scorer:
         Raises:
             MissingFeatureError, FeatureDtypeError: the table breaks the feature contract.
         """
-        predictions = self.engine.predict(feature_matrix(table, self.bundle.features))
+        # Built in the order the engine reads, so the engine makes no copy of its own.
+        matrix = feature_matrix(table, self.bundle.features, order=self.engine.input_order)
+        predictions = self.engine.predict(matrix)
         if self.negative_rate < 1:
             predictions = correct_negative_sampling(predictions, self.negative_rate)
         return predictions

@@ -4,12 +4,17 @@ For each message the worker decodes the score request (or the S3 event for
 an ``incoming/`` object) and downloads the input partition. It scores the
 partition with the run's model version and writes the predictions to the
 request's deterministic output key. It finalizes the run when this was its
-last partition, and only then deletes the message. While a message is held,
-a heartbeat extends its visibility timeout. A message that fails is released
-with a back-off and never deleted, so the queue's redrive policy moves it to
-the dead-letter queue after maxReceiveCount receives. On SIGTERM the worker
-stops receiving, finishes its partition if that fits in the grace period or
-releases it, and exits 0.
+last partition, and only then deletes the message. With ``PREFETCH`` on (the
+default) these steps overlap across messages: while one partition is
+scored, a prefetch thread receives and downloads the next one and an upload
+thread writes the previous one (``ctr_inference.pipeline``).
+
+While a message is held, a heartbeat extends its visibility timeout. A
+message that fails is released with a back-off and never deleted, so the
+queue's redrive policy moves it to the dead-letter queue after
+maxReceiveCount receives. On SIGTERM the worker stops receiving and releases
+a prefetched message at once. It finishes the partitions it is scoring and
+uploading if that fits in the grace period, or releases them, and exits 0.
 
 Configuration comes from environment variables, described in
 ``ctr_inference.worker_config``.
@@ -55,6 +60,7 @@ from ctr_inference.messages import (
     split_s3_uri,
 )
 from ctr_inference.model_source import S3, bundle_uri, open_bundle
+from ctr_inference.pipeline import MessageTask, PartitionTask, Prefetcher, Uploader
 from ctr_inference.runs import (
     FailureRecord,
     OutputStats,
@@ -152,6 +158,9 @@ class Worker:
         self._plans: dict[str, RunPlan] = {}
         self._known_outputs: dict[tuple[str, int], set[str]] = {}
         self._pins: dict[str, tuple[float, dict | None]] = {}
+        self._last_message_at = 0.0
+        # Used only when PREFETCH is on; created here so a stop request can always reach it.
+        self.prefetcher: Prefetcher[MessageTask] = Prefetcher(self.receive_prepared, self.release_prefetched)
 
     # Start-up -------------------------------------------------------------------------
 
@@ -174,15 +183,22 @@ class Worker:
         self._baked = open_bundle(config.model_source, config.bundle_location, config.cache_dir)
         scorer = Scorer(self._baked, threads=config.scoring_threads or None)
         self._scorers[(self._baked.model_name, self._baked.model_version)] = scorer
+        engine = scorer.engine
+        # Why the bundle's compiled form is not used; only LightGBMEngine has the attribute.
+        fallback_reason = getattr(engine, "fallback_reason", "")
         self.metrics.model.info({
             "model_name": self._baked.model_name, "model_version": self._baked.model_version,
             "bundle_digest": self._baked.digest, "model_source": config.model_source,
-            "engine": scorer.engine.name, "image_ref": config.image_ref, "image_digest": config.image_digest,
+            "engine": engine.name, "fallback_reason": fallback_reason,
+            "image_ref": config.image_ref, "image_digest": config.image_digest,
         })
-        self.health.set_ready(True)
+        self.health.set_ready(True, serving={
+            "model_name": self._baked.model_name, "model_version": self._baked.model_version,
+            "engine": engine.name, "fallback_reason": fallback_reason, "prefetch": config.prefetch,
+        })
         logger.info("serving model %s version %s from %s (bundle %s, engine %s), loaded in %.2f s",
                     self._baked.model_name, self._baked.model_version, config.model_source,
-                    self._baked.digest[:12], scorer.engine.name, time.monotonic() - started,
+                    self._baked.digest[:12], engine.name, time.monotonic() - started,
                     extra={"model_version": self._baked.model_version})
         return self._baked
 
@@ -450,37 +466,111 @@ class Worker:
         while len(cache) > RUNS_REMEMBERED:
             cache.pop(next(iter(cache)))
 
-    def process_request(self, lease: Lease, request: ScoreRequest) -> None:
-        """Score one partition end to end: model, input, predictions, output, run completion."""
-        context = {"run_id": request.run_id, "partition": request.partition,
-                   "model_version": request.model_version, "worker": self.config.worker_name}
-        lease.context = context
+    # The stages of one message: prepare, score, upload -----------------------------------------
+
+    def prepare_message(self, lease: Lease) -> MessageTask | None:
+        """Decode a message, then fetch and decode the input partition of each of its requests.
+
+        Returns None after a failure, which ``fail`` has logged, recorded and released.
+        """
+        request = None
+        try:
+            task = MessageTask(lease)
+            # NOTE: an S3 event with several records keeps the input of every record in
+            # memory at once. S3 event notifications normally carry one record each.
+            for request in self.decode(lease):
+                task.partitions.append(self.prepare_partition(lease, request))
+            return task
+        except Exception as error:  # noqa: BLE001 - every failure releases the message, none stops the loop
+            self.fail(lease, request, error)
+            return None
+
+    def prepare_partition(self, lease: Lease, request: ScoreRequest) -> PartitionTask:
+        """Load the request's model version, then download and decode its input partition."""
+        lease.context = self._context(request)
         log = PartitionLog(logger, lease.log_fields())
         started_at, started = time.time(), time.monotonic()
         log.info("scoring partition %s (receive %d)", request.input_uri, lease.receive_count)
 
-        scorer = self.scorer_for(request)
+        task = PartitionTask(request, self.scorer_for(request), started_at, started)
         body = self.fetch_partition(request)
-        table = self.decode_partition(request, body, scorer.bundle.features)
-        lease.rows = table.num_rows
-        predictions = self.score_partition(scorer, table)
-        if self.config.fault_delay_before_write_seconds:
-            log.warning("FAULT_DELAY_BEFORE_WRITE_SECONDS is set: holding the scored partition for %.1f s "
-                        "before writing", self.config.fault_delay_before_write_seconds)
-            time.sleep(self.config.fault_delay_before_write_seconds)
-        stats = self.write_output(request, predictions, scorer, started_at, time.monotonic() - started)
+        task.table = self.decode_partition(request, body, task.scorer.bundle.features)
+        lease.rows = (lease.rows or 0) + task.table.num_rows
+        task.work_seconds = time.monotonic() - task.started
+        log.debug("fetched and decoded %d rows in %.3f s", task.table.num_rows, task.work_seconds)
+        return task
+
+    def score_message(self, task: MessageTask) -> MessageTask | None:
+        """Score every partition of a prepared message; None after a failure, which ``fail`` handled."""
+        request = None
+        try:
+            for partition in task.partitions:
+                request = partition.request
+                started = time.monotonic()
+                partition.predictions = self.score_partition(partition.scorer, partition.table)
+                partition.table = None
+                partition.work_seconds += time.monotonic() - started
+                self._fault_delay(task.lease)
+            return task
+        except Exception as error:  # noqa: BLE001 - every failure releases the message, none stops the loop
+            self.fail(task.lease, request, error)
+            return None
+
+    def upload_message(self, task: MessageTask) -> None:
+        """Write each partition's output and finalize its run, then delete the message.
+
+        Any failure releases the message through ``fail`` instead, so a
+        message is deleted only after every one of its outputs is written.
+        """
+        lease = task.lease
+        request = None
+        try:
+            for partition in task.partitions:
+                request = partition.request
+                self.deliver_partition(lease, partition)
+            if task.partitions:
+                self.durations.record(lease.rows or 0, lease.seconds_since_start or 0.0)
+            else:
+                PartitionLog(logger, lease.log_fields()).info(
+                    "acknowledged a message without data objects (S3 test event or marker file)")
+            if not self.delete_message(lease):
+                PartitionLog(logger, lease.log_fields()).warning(
+                    "outputs written, but the message was released on shutdown before its delete; "
+                    "its next delivery rewrites the same outputs")
+        except Exception as error:  # noqa: BLE001 - every failure releases the message, none stops the loop
+            self.fail(lease, request, error)
+
+    def deliver_partition(self, lease: Lease, partition: PartitionTask) -> None:
+        """Write one partition's predictions, then finalize its run if this was the run's last partition."""
+        request = partition.request
+        lease.context = self._context(request)
+        log = PartitionLog(logger, lease.log_fields())
+        stats = self.write_output(request, partition.predictions, partition.scorer, partition.started_at,
+                                  partition.work_seconds)
+        log.debug("wrote %s", request.output_uri)
         self.complete_run(request, lease, log)
 
-        seconds = time.monotonic() - started
-        self.durations.record(stats.rows, seconds)
+        seconds = time.monotonic() - partition.started
         self.metrics.partitions_scored.inc()
         self.metrics.rows_scored.inc(stats.rows)
         self.metrics.scoring_seconds.observe(seconds)
-        log.info("scored %d rows in %.3f s, wrote %s", stats.rows, seconds, request.output_uri)
+        log.info("scored %d rows in %.3f s (%.3f s of it fetching, decoding and scoring), wrote %s",
+                 stats.rows, seconds, partition.work_seconds, request.output_uri)
 
     def delete_message(self, lease: Lease) -> bool:
         """Delete the message after its outputs are written; False when shutdown released it first."""
         return self.leases.delete(lease)
+
+    def _context(self, request: ScoreRequest) -> dict:
+        return {"run_id": request.run_id, "partition": request.partition,
+                "model_version": request.model_version, "worker": self.config.worker_name}
+
+    def _fault_delay(self, lease: Lease) -> None:
+        if self.config.fault_delay_before_write_seconds:
+            PartitionLog(logger, lease.log_fields()).warning(
+                "FAULT_DELAY_BEFORE_WRITE_SECONDS is set: holding the scored partition for %.1f s before "
+                "writing", self.config.fault_delay_before_write_seconds)
+            time.sleep(self.config.fault_delay_before_write_seconds)
 
     # The queue -------------------------------------------------------------------------------
 
@@ -492,25 +582,34 @@ class Worker:
             VisibilityTimeout=self.config.visibility_timeout_seconds,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
-        return [self.leases.add(message) for message in response.get("Messages", [])]
+        leases = [self.leases.add(message) for message in response.get("Messages", [])]
+        if leases:
+            self._last_message_at = time.monotonic()
+        return leases
+
+    def receive_or_back_off(self) -> list[Lease] | None:
+        """Receive as ``receive`` does; on failure log it, wait ``FAILURE_BACKOFF_SECONDS`` and return None."""
+        try:
+            return self.receive()
+        except Exception as error:  # noqa: BLE001 - a queue outage must not end the worker
+            backoff = max(1, self.config.failure_backoff_seconds)
+            logger.warning("receive failed, retrying in %d s: %s", backoff, error)
+            self.stopping.wait(backoff)
+            return None
 
     def process(self, lease: Lease) -> None:
-        """Process one message; delete it only after every output is written, release it on any failure."""
+        """Process one message start to finish, the sequential path: prepare, score, upload.
+
+        The message is deleted only after every output is written and released on any failure.
+        """
         self.health.hold(True)
-        request = None
+        lease.started = time.monotonic()
         try:
-            requests = self.decode(lease)
-            for request in requests:
-                self.process_request(lease, request)
-            if not requests:
-                PartitionLog(logger, lease.log_fields()).info(
-                    "acknowledged a message without data objects (S3 test event or marker file)")
-            if not self.delete_message(lease):
-                PartitionLog(logger, lease.log_fields()).warning(
-                    "outputs written, but the message was released on shutdown before its delete; "
-                    "its next delivery rewrites the same outputs")
-        except Exception as error:  # noqa: BLE001 - every failure releases the message, none stops the loop
-            self.fail(lease, request, error)
+            task = self.prepare_message(lease)
+            if task is not None:
+                task = self.score_message(task)
+            if task is not None:
+                self.upload_message(task)
         finally:
             self.health.hold(False)
 
@@ -543,48 +642,127 @@ class Worker:
                                                       self.config.failure_backoff_seconds)):
             self.metrics.released.labels("failure").inc()
 
+    def release_on_shutdown(self, lease: Lease, message: str) -> None:
+        """Release a message that was never started (visibility 0), so another worker takes it at once."""
+        if self.leases.release(lease, 0):
+            self.metrics.released.labels("shutdown").inc()
+            logger.info(message, extra=lease.log_fields())
+
+    # The receive loops ------------------------------------------------------------------------
+
     def run(self) -> int:
         """Receive and process messages until SIGTERM or the idle limit; return the exit code."""
         config = self.config
-        idle_since = time.monotonic()
-        logger.info("worker %s receiving from %s", config.worker_name, config.queue_url)
+        mode = "prefetching one message ahead" if config.prefetch else "one message at a time"
+        logger.info("worker %s receiving from %s, %s", config.worker_name, config.queue_url, mode)
         try:
-            while not self.stopping.is_set():
-                self.health.tick()
-                try:
-                    leases = self.receive()
-                except Exception as error:  # noqa: BLE001 - a queue outage must not end the worker
-                    logger.warning("receive failed, retrying in %d s: %s", max(1, config.failure_backoff_seconds),
-                                   error)
-                    self.stopping.wait(max(1, config.failure_backoff_seconds))
-                    continue
-                if not leases:
-                    idle = time.monotonic() - idle_since
-                    if config.exit_when_idle_seconds and idle >= config.exit_when_idle_seconds:
-                        logger.info("queue idle for %.0f s, stopping", idle)
-                        break
-                    continue
-                for lease in leases:
-                    if self.stopping.is_set():
-                        if self.leases.release(lease, 0):
-                            self.metrics.released.labels("shutdown").inc()
-                            logger.info("released a message received during shutdown",
-                                        extra=lease.log_fields())
-                        continue
-                    self.process(lease)
-                idle_since = time.monotonic()
+            if config.prefetch:
+                self.run_pipelined()
+            else:
+                self.run_sequential()
         finally:
             self.finished.set()
             self.leases.stop()
         logger.info("worker %s stopped", config.worker_name)
         return 0
 
+    def run_sequential(self) -> None:
+        """Receive one message, process it to the end, and only then receive the next (``PREFETCH=0``)."""
+        idle_since = time.monotonic()
+        while not self.stopping.is_set():
+            self.health.tick()
+            leases = self.receive_or_back_off()
+            if leases is None:
+                continue
+            if not leases:
+                if self._idle_limit_reached(idle_since):
+                    break
+                continue
+            for lease in leases:
+                if self.stopping.is_set():
+                    self.release_on_shutdown(lease, "released a message received during shutdown")
+                    continue
+                self.process(lease)
+            idle_since = time.monotonic()
+
+    def run_pipelined(self) -> None:
+        """Score one message while the next one is fetched and the previous one is uploaded.
+
+        The prefetch thread runs ``receive_prepared`` and the upload thread
+        ``upload_message``; this thread scores. At most one message waits in
+        each of the two stages.
+        """
+        uploader = Uploader(self.upload_message)
+        idle_since = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                self.health.tick()
+                waiting = time.monotonic()
+                task = self.prefetcher.take()
+                if task is None:
+                    if self._idle_limit_reached(max(idle_since, self._last_message_at)):
+                        break
+                    continue
+
+                lease = task.lease
+                # Count only the wait for this message's input, not the wait for a message to arrive.
+                self.metrics.input_wait_seconds.inc(min(time.monotonic() - waiting, lease.age))
+                lease.started = time.monotonic()
+                self.health.hold(True)
+                try:
+                    scored = self.score_message(task)
+                    if scored is not None:
+                        waited = uploader.submit(scored)
+                        self.metrics.upload_wait_seconds.inc(waited)
+                        PartitionLog(logger, lease.log_fields()).debug(
+                            "scored, handed over for upload after waiting %.3f s for the previous one", waited)
+                finally:
+                    self.health.hold(False)
+                idle_since = time.monotonic()
+        finally:
+            self.prefetcher.stop()
+            uploader.close()
+            self.prefetcher.close()
+
+    def receive_prepared(self) -> MessageTask | None:
+        """Receive one message and prepare it for scoring; None when there is nothing to score.
+
+        Runs on the prefetch thread. Its lease is heartbeated from the receive
+        on. A message received during shutdown is released at once, and one
+        that fails to prepare is released through ``fail``.
+        """
+        leases = self.receive_or_back_off()
+        if not leases:
+            return None
+        # receive() requests one message (MaxNumberOfMessages=1), so there is at most one lease.
+        lease = leases[0]
+        if self.stopping.is_set():
+            self.release_on_shutdown(lease, "released a message received during shutdown")
+            return None
+        task = self.prepare_message(lease)
+        if task is not None:
+            PartitionLog(logger, lease.log_fields()).debug("prefetched the message, waiting for the scorer")
+        return task
+
+    def release_prefetched(self, task: MessageTask) -> None:
+        """Release a prefetched message whose scoring never started, for another worker."""
+        self.release_on_shutdown(task.lease, "shutdown: released the prefetched partition (visibility 0) "
+                                             "before scoring it, for another worker")
+
+    def _idle_limit_reached(self, idle_since: float) -> bool:
+        idle = time.monotonic() - idle_since
+        if self.config.exit_when_idle_seconds and idle >= self.config.exit_when_idle_seconds:
+            logger.info("queue idle for %.0f s, stopping", idle)
+            return True
+        return False
+
     # Shutdown -----------------------------------------------------------------------------------
 
     def request_stop(self, signum: int | None = None) -> None:
-        """Stop receiving and drain: finish the held partition within the grace period, or release it.
+        """Stop receiving and drain: finish the held partitions within the grace period, or release them.
 
-        A second signal releases what is held and exits at once.
+        A prefetched message that was not started is released at once. A
+        second signal releases what is held and exits at once.
         """
         name = signal.Signals(signum).name if signum else "stop request"
         if self.stopping.is_set():
@@ -599,23 +777,29 @@ class Worker:
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.config.grace_seconds
+        # Off the signal thread, because the release is an SQS request.
+        self.prefetcher.stop()
         while not self.finished.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 self._release_and_exit("grace period over")
                 return
             for lease in self.leases.held():
+                elapsed = lease.seconds_since_start
                 expected = self.durations.expected_seconds(lease.rows)
-                if expected is not None and expected - lease.age > left:
+                # A message still in the prefetch stage is released when its fetch returns.
+                if elapsed is None or expected is None:
+                    continue
+                if expected - elapsed > left:
                     logger.info("the held partition needs about %.1f s more, the grace period has %.1f s "
-                                "left", expected - lease.age, left, extra=lease.log_fields())
+                                "left", expected - elapsed, left, extra=lease.log_fields())
                     self._release_and_exit("partition does not fit in the grace period")
                     return
             self.finished.wait(min(0.1, left))
 
     def _release_and_exit(self, cause: str) -> None:
-        # Holding the lease lock until the process ends means the scoring
-        # thread can never delete a message after it was released here.
+        # Holding the lease lock until the process ends means no other thread
+        # can delete a message after it was released here.
         with self.leases.lock:
             for lease in self.leases.release_all():
                 self.metrics.released.labels("shutdown").inc()

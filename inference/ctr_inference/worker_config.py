@@ -19,6 +19,8 @@
 ``MAX_RECEIVE_COUNT``               the redrive policy's maxReceiveCount; 0 reads it from the queue (default 0)
 ``EXIT_WHEN_IDLE_SECONDS``          exit 0 after this long without messages; 0 never (default 0)
 ``SCORING_THREADS``                 scoring threads; 0 takes the cgroup CPU quota (default 0)
+``PREFETCH``                        1 (default): fetch the next partition and upload the last one while
+                                    scoring; 0: fetch, score and upload one partition at a time
 ``CACHE_DIR``                       where downloaded bundles are cached (default ``$TMPDIR`` or ``/tmp``)
 ``WORKER_NAME``                     name in logs and outputs (default ``<hostname>-<pid>``)
 ``METRICS_PORT``                    port of ``/healthz``, ``/readyz``, ``/metrics``; 0 disables (default 8080)
@@ -43,8 +45,23 @@ from ctr_inference.errors import CtrError
 from ctr_inference.model_source import BAKED, OCI, S3, SOURCES
 from ctr_inference.runs import SanityBounds
 
+
+def _parse_switch(raw: str) -> bool:
+    """Parse an on/off setting: 1, true, yes, on or 0, false, no, off (any case).
+
+    Raises:
+        ValueError: ``raw`` matches none of these.
+    """
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not an on/off value")
+
+
 # Field annotations are strings under ``from __future__ import annotations``.
-_CONVERTERS = {"int": int, "float": float, "str": str}
+_CONVERTERS = {"int": int, "float": float, "str": str, "bool": _parse_switch}
 
 # SQS limits: long polling waits at most 20 s, a visibility timeout is at most 12 hours.
 MAX_WAIT_TIME_SECONDS = 20
@@ -73,6 +90,7 @@ class WorkerConfig:
     max_receive_count: int = 0
     exit_when_idle_seconds: float = 0.0
     scoring_threads: int = 0
+    prefetch: bool = True
     cache_dir: str = field(default_factory=lambda: os.environ.get("TMPDIR", "/tmp"))
     worker_name: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
     metrics_port: int = 8080
@@ -100,7 +118,8 @@ class WorkerConfig:
             try:
                 values[name] = _CONVERTERS.get(spec.type, str)(raw)
             except ValueError as error:
-                raise CtrError(f"{name.upper()}={raw!r} is not a number") from error
+                expected = "an on/off value (1 or 0, true or false)" if spec.type == "bool" else "a number"
+                raise CtrError(f"{name.upper()}={raw!r} is not {expected}") from error
         config = cls(sanity=SanityBounds.from_env(environ), **values)
         config.validate()
         return config

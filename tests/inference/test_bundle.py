@@ -82,3 +82,30 @@ def test_unparseable_metadata_fails(tmp_path):
     (path / "bundle.json").write_text("{not json")
     with pytest.raises(BundleChecksumError, match="not valid JSON"):
         load_bundle(path)
+
+
+class OrderRecordingEngine:
+    """LightGBM's engine under another declared input order, recording the matrices it receives."""
+
+    def __init__(self, bundle, input_order: str):
+        from ctr_inference.engines import LightGBMEngine
+
+        self._engine = LightGBMEngine(bundle, 1)
+        self.name = "recording"
+        self.input_order = input_order
+        self.matrices = []
+
+    def predict(self, matrix):
+        self.matrices.append(matrix)
+        return self._engine.predict(matrix)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_scorer_builds_matrix_in_engine_order(tmp_path, order):
+    bundle = load_bundle(write_tiny_bundle(tmp_path / "b"))
+    table = feature_table(300, seed=5, label=False)
+    engine = OrderRecordingEngine(bundle, order)
+    predictions = Scorer(bundle, engine=engine).predict(table)
+    [matrix] = engine.matrices
+    assert matrix.flags.c_contiguous if order == "C" else matrix.flags.f_contiguous
+    np.testing.assert_array_equal(predictions, Scorer(bundle, threads=1).predict(table))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import urllib.error
@@ -41,13 +42,30 @@ def server():
     http.stop()
 
 
+def get_json(url: str) -> tuple[int, dict]:
+    status, body = get(url)
+    return status, json.loads(body)
+
+
 def test_readiness_follows_bundle_and_drain(server):
     state, _, url = server
-    assert get(url + "/readyz")[0] == 503
-    state.set_ready(True)
-    assert get(url + "/readyz") == (200, "ok: model bundle loaded and verified\n")
+    status, document = get_json(url + "/readyz")
+    assert status == 503
+    assert document == {"ready": False, "reason": "model bundle not loaded yet"}
+
+    state.set_ready(True, serving={"engine": "lightgbm", "fallback_reason": "the bundle has no compiled form"})
+    status, document = get_json(url + "/readyz")
+    assert status == 200
+    assert document["ready"] is True
+    assert document["reason"] == "model bundle loaded and verified"
+    assert document["engine"] == "lightgbm"
+    assert document["fallback_reason"] == "the bundle has no compiled form"
+
     state.set_draining()
-    assert get(url + "/readyz") == (503, "not ok: draining after SIGTERM\n")
+    status, document = get_json(url + "/readyz")
+    assert status == 503
+    assert document["reason"] == "draining after SIGTERM"
+    assert document["engine"] == "lightgbm"
 
 
 def test_liveness_fails_on_stall_or_overlong_partition(server):
@@ -80,6 +98,12 @@ def test_worker_serves_probes_and_metrics(infra, pool, bundles, tmp_path):
     worker = pool.start(worker_env(infra, bundles["1"], tmp_path, METRICS_PORT=port, METRICS_HOST="127.0.0.1"))
     wait_until(lambda: get(url + "/readyz")[0] == 200, 60, "worker ready", diagnostics=pool.tails)
     assert get(url + "/healthz")[0] == 200
+    _, ready = get_json(url + "/readyz")
+    # The tiny bundle has no compiled form, so the worker scores with LightGBM and reports why.
+    assert ready["engine"] == "lightgbm"
+    assert ready["fallback_reason"] == "the bundle has no compiled form"
+    assert ready["model_version"] == "1"
+    assert ready["prefetch"] is True
 
     run_id, _ = dispatch_partitions(infra, "2026-08-01", partitions=2, rows=40)
     infra.sqs.send_message(QueueUrl=infra.queue_url, MessageBody="not a score request")
@@ -98,9 +122,13 @@ def test_worker_serves_probes_and_metrics(infra, pool, bundles, tmp_path):
     assert values[("ctr_worker_scoring_seconds_count", ())] == 2
     assert values[("ctr_worker_runs_completed_total", (("outcome", "succeeded"),))] == 1
     assert values[("ctr_worker_messages_in_flight", ())] in (0, 1)
+    assert values[("ctr_worker_input_wait_seconds_total", ())] >= 0
+    assert values[("ctr_worker_upload_wait_seconds_total", ())] >= 0
     [info] = [dict(labels) for (name, labels) in values if name == "ctr_worker_model_info"]
     assert info["model_version"] == "1"
     assert info["model_source"] == "baked"
+    assert info["engine"] == "lightgbm"
+    assert info["fallback_reason"] == "the bundle has no compiled form"
     assert info["image_ref"] == "tiny-v1-0123abc"
     assert len(info["bundle_digest"]) == 64
 
