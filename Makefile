@@ -116,11 +116,15 @@ tf-check: $(STAMP) ## Terraform: fmt, offline init and validate, terraform test,
 
 # Benchmarks -------------------------------------------------------------------
 
-.PHONY: bench bench-full
+.PHONY: bench bench-full bench-e2e
 # Trained models and compiled artifacts are cached in .cache/bench, so a rerun only measures.
 bench: $(STAMP) ## Measure scoring speed of every engine on the reference models (bench/results.json)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.startup
+	$(VENV)/bin/python -m bench.e2e
+
+bench-e2e: $(STAMP) ## Measure worker processes scoring 128 MB partitions from the local S3 server
+	$(VENV)/bin/python -m bench.e2e $(BENCH_E2E_ARGS)
 
 bench-full: $(STAMP) ## As bench, plus the large 1000-tree, 255-leaf models (slow: training and compiling)
 	$(VENV)/bin/python -m bench --full $(BENCH_ARGS)

@@ -85,6 +85,49 @@ def startup_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def end_to_end_table(results: dict) -> str:
+    e2e = results.get("end_to_end")
+    if not e2e:
+        return "Not measured: run `python -m bench.e2e`."
+    memory = e2e["in_memory"]
+    lines = [
+        (f"Model {e2e['model']}, partitions of {e2e['partition_rows']:,} rows "
+         f"({e2e['partition_bytes'] / 1e6:.0f} MB of Parquet) on the local S3 server, one scoring "
+         f"thread per worker. In memory on the same rows ({memory['compiled_1']['rows']:,} rows, median of "
+         f"{memory['compiled_1']['repeats']} runs): {memory['compiled_1']['engine']} "
+         f"{memory['compiled_1']['rows_per_second_per_core']:,.0f} rows/s per core in one process and "
+         f"{memory['compiled_2']['rows_per_second_per_core']:,.0f} in each of two at once; LightGBM "
+         f"{memory['lightgbm_1']['rows_per_second_per_core']:,.0f}."),
+        "",
+        "| scenario | partitions | rows | seconds | rows/s | rows/s per core | share of in-memory | × LightGBM | engine |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for entry in e2e["scenarios"]:
+        lines.append(
+            f"| {entry['name']} | {entry['partitions']} | {entry['rows']:,} | {entry['seconds']:.1f} "
+            f"| {entry['rows_per_second']:,.0f} | {entry['rows_per_second_per_core']:,.0f} "
+            f"| {entry['share_of_in_memory']:.0%} | {entry['ratio_to_lightgbm']:.1f}× "
+            f"| {', '.join(entry['engines'])} |")
+    return "\n".join(lines)
+
+
+def source_startup_table(results: dict) -> str:
+    startup = (results.get("end_to_end") or {}).get("startup")
+    if not startup:
+        return "Not measured: run `python -m bench.e2e`."
+    lines = [
+        (f"`ctr compare` code, median of {len(startup['runs'])} runs; each source starts a fresh process "
+         f"and scores a {startup['rows']:,}-row partition:"),
+        "",
+        "| source | start-up to first prediction | of which bundle load and engine | engine |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for source, item in startup["median"].items():
+        lines.append(f"| {source} | {item['startup_seconds']:.2f} s | {item['load_seconds']:.2f} s "
+                     f"| {item['engine']} |")
+    return "\n".join(lines)
+
+
 def render(path: Path) -> str:
     results = json.loads(Path(path).read_text())
     machine = results["machine"]
@@ -94,4 +137,6 @@ def render(path: Path) -> str:
                                                      in machine["libraries"].items() if version) + ".")
     return "\n\n".join([header, "### Speed", speed_table(results),
                         "### Maximum absolute difference from LightGBM", parity_table(results),
-                        "### Engine start-up from a baked bundle", startup_table(results)])
+                        "### Engine start-up from a baked bundle", startup_table(results),
+                        "### End to end: workers scoring from the local S3 server", end_to_end_table(results),
+                        "### Start-up to first prediction by model source", source_startup_table(results)])

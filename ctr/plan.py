@@ -70,6 +70,7 @@ class Assumptions:
     node_start_seconds: float = 90.0
     image_pull_seconds: float = 30.0
     worker_start_seconds: float = 10.0
+    # Used when the benchmark did not measure it for the plan's model and engine.
     end_to_end_efficiency: float = 0.9
     headroom: float = 0.2
     partition_seconds: float = 30.0
@@ -111,6 +112,8 @@ class Speed:
     # Rows per second on N threads divided by N times the 1-thread rate.
     parallel_efficiency: float
     measured_on: str
+    # End-to-end rows/s per core as a fraction of in-memory, when the benchmark measured it.
+    end_to_end_efficiency: float | None = None
 
 
 @dataclass
@@ -204,7 +207,23 @@ def speed_from_results(path: str | Path = DEFAULT_RESULTS, model: str | None = N
     machine = results.get("machine", {})
     return Speed(source=str(path), model=name, engine=engine, rows_per_second_per_core=single,
                  parallel_efficiency=efficiency,
-                 measured_on=f"{machine.get('cpu_model', 'unknown CPU')}, {results.get('measured_at', '')}")
+                 measured_on=f"{machine.get('cpu_model', 'unknown CPU')}, {results.get('measured_at', '')}",
+                 end_to_end_efficiency=measured_end_to_end(results, name, engine))
+
+
+def measured_end_to_end(results: dict, model: str, engine: str) -> float | None:
+    """Return the end-to-end share of in-memory speed that ``bench.e2e`` measured, capped at 1.
+
+    Only a measurement of the same model and engine counts: one worker with
+    prefetch, against the in-memory rate measured in the same run.
+    """
+    e2e = results.get("end_to_end") or {}
+    if e2e.get("model") != model:
+        return None
+    for scenario in e2e.get("scenarios", []):
+        if scenario.get("workers") == 1 and scenario.get("prefetch") and scenario.get("engines") == [engine]:
+            return min(1.0, float(scenario["share_of_in_memory"]))
+    return None
 
 
 def speed_from_bundle(bundle_dir: str | Path, parallel_efficiency: float = 0.9) -> Speed:
@@ -369,7 +388,8 @@ def render(plan: Plan) -> str:
         "Assumptions (override with options):",
         (f"  node start {assumptions.node_start_seconds:.0f} s, image pull {assumptions.image_pull_seconds:.0f} s, "
         f"worker start to first prediction {assumptions.worker_start_seconds:.0f} s"),
-        (f"  end-to-end speed {assumptions.end_to_end_efficiency:.0%} of in-memory, "
+        (f"  end-to-end speed {assumptions.end_to_end_efficiency:.0%} of in-memory"
+        f"{' (measured by bench.e2e)' if speed.end_to_end_efficiency == assumptions.end_to_end_efficiency else ''}, "
         f"{assumptions.headroom:.0%} of the deadline kept spare for retries and spot reclaims"),
         (f"  pod request {assumptions.pod_cpu_request} CPU / {assumptions.pod_memory_gib} GiB, "
         f"node reserves {assumptions.node_reserved_cpus} CPU / {assumptions.node_reserved_memory_gib} GiB"),

@@ -36,9 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--worker-start-seconds", type=float, default=defaults.worker_start_seconds,
                         help="worker start to first prediction, as `ctr compare` measures it "
                              f"(default: {defaults.worker_start_seconds:.0f})")
-    parser.add_argument("--efficiency", type=float, default=defaults.end_to_end_efficiency,
-                        help="end-to-end rows/s as a fraction of in-memory rows/s "
-                             f"(default: {defaults.end_to_end_efficiency})")
+    parser.add_argument("--efficiency", type=float,
+                        help="end-to-end rows/s as a fraction of in-memory rows/s (default: measured by "
+                             f"the end-to-end benchmark, else {defaults.end_to_end_efficiency})")
     parser.add_argument("--parallel-efficiency", type=float,
                         help="rows/s on all pod threads divided by threads times the 1-thread rate "
                              "(default: measured by the benchmark, 0.9 for --model)")
@@ -73,7 +73,7 @@ def run_plan(args) -> int:
         node_start_seconds=args.node_start_seconds,
         image_pull_seconds=args.image_pull_seconds,
         worker_start_seconds=args.worker_start_seconds,
-        end_to_end_efficiency=args.efficiency,
+        end_to_end_efficiency=args.efficiency or Assumptions.end_to_end_efficiency,
         headroom=args.headroom,
         partition_seconds=args.partition_seconds,
         pod_cpus=args.pod_cpus,
@@ -86,6 +86,8 @@ def run_plan(args) -> int:
         speed = speed_from_bundle(args.model)
     else:
         speed = speed_from_results(args.results, args.bench_model)
+    if args.efficiency is None and speed.end_to_end_efficiency is not None:
+        assumptions.end_to_end_efficiency = speed.end_to_end_efficiency
     if args.parallel_efficiency is not None:
         if not 0 < args.parallel_efficiency <= 1:
             raise PlanError(f"--parallel-efficiency must be in (0, 1], got {args.parallel_efficiency}")

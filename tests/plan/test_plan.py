@@ -276,3 +276,43 @@ def test_committed_results_give_a_plan():
     speed = speed_from_results(DEFAULT_RESULTS)
     plan = make_plan(1e9, 3600, speed)
     assert plan.pods >= 1
+
+
+def add_end_to_end(path, engine: str, share: float, model: str = "reference-500x63") -> None:
+    document = json.loads(path.read_text())
+    document["end_to_end"] = {"model": model, "scenarios": [
+        {"name": "2 workers, prefetch", "workers": 2, "prefetch": True, "engines": [engine],
+         "share_of_in_memory": 0.5},
+        {"name": "1 worker, sequential", "workers": 1, "prefetch": False, "engines": [engine],
+         "share_of_in_memory": 0.6},
+        {"name": "1 worker, prefetch", "workers": 1, "prefetch": True, "engines": [engine],
+         "share_of_in_memory": share},
+    ]}
+    path.write_text(json.dumps(document))
+
+
+def test_command_uses_measured_end_to_end_share(tmp_path, capsys):
+    path = results_file(tmp_path, {"lightgbm": engine_entry(50_000, 95_000),
+                                   "lleaves": engine_entry(190_000, 300_000)})
+    add_end_to_end(path, "lleaves", 0.8)
+    output = run_command(["plan", "--results", str(path)], capsys)
+    assert "end-to-end speed 80% of in-memory (measured by bench.e2e)" in output
+    plan = json.loads(run_command(["plan", "--results", str(path), "--json"], capsys))
+    assert plan["assumptions"]["end_to_end_efficiency"] == pytest.approx(0.8)
+    override = json.loads(run_command(["plan", "--results", str(path), "--json", "--efficiency", "0.95"],
+                                      capsys))
+    assert override["assumptions"]["end_to_end_efficiency"] == pytest.approx(0.95)
+    assert override["pods"] <= plan["pods"]
+
+
+@pytest.mark.parametrize(("engine", "model", "share", "expected"), [
+    ("lightgbm", "reference-500x63", 0.8, 0.9),  # measured for another engine: the default
+    ("lleaves", "small-100x31", 0.8, 0.9),  # measured for another model: the default
+    ("lleaves", "reference-500x63", 1.07, 1.0),  # faster than in memory: capped
+])
+def test_end_to_end_share_only_for_same_model_and_engine(tmp_path, capsys, engine, model, share, expected):
+    path = results_file(tmp_path, {"lightgbm": engine_entry(50_000, 95_000),
+                                   "lleaves": engine_entry(190_000, 300_000)})
+    add_end_to_end(path, engine, share, model)
+    plan = json.loads(run_command(["plan", "--results", str(path), "--json"], capsys))
+    assert plan["assumptions"]["end_to_end_efficiency"] == pytest.approx(expected)
