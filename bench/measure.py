@@ -27,6 +27,8 @@ class OnnxEngine:
     """ONNX Runtime on a model converted by onnxmltools, whose tree ensemble operator computes in float32."""
 
     name = "onnx"
+    # The session takes row-major float32, so it converts whatever order it gets.
+    input_order = "C"
 
     def __init__(self, artifact: Path, threads: int):
         import onnxruntime
@@ -47,6 +49,7 @@ class LightGBMPredict:
     """``Booster.predict`` with a fixed thread count."""
 
     name = "lightgbm"
+    input_order = "F"
 
     def __init__(self, model_file: Path, threads: int):
         import lightgbm
@@ -87,8 +90,9 @@ def time_engine(args) -> dict:
     from ctr_images.compile import _load_check_matrix
     from ctr_inference.check_rows import max_abs_diff_by_kind
 
-    # Fortran order, as ctr_inference.contract.feature_matrix builds it for the worker.
-    rows = np.asfortranarray(np.load(args.rows))
+    # Each engine gets the order it declares, because the worker's feature_matrix
+    # builds the matrix in that order straight from the Arrow columns.
+    rows = np.load(args.rows)
     check = _load_check_matrix(args.check_rows)
     result: dict = {"rows": int(rows.shape[0]), "threads": {}}
 
@@ -96,6 +100,9 @@ def time_engine(args) -> dict:
         started = time.perf_counter()
         engine = load(args.engine, args.model, args.artifact, threads)
         load_seconds = time.perf_counter() - started
+        order = getattr(engine, "input_order", "F")
+        rows = np.asfortranarray(rows) if order == "F" else np.ascontiguousarray(rows)
+        result["input_order"] = order
         engine.predict(rows[: min(10_000, rows.shape[0])])
         timings = []
         for _ in range(args.repeats):

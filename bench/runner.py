@@ -231,7 +231,7 @@ def run(*, full: bool = False, repeats: int = 5, cache_dir: Path = Path(".cache/
         "seconds": time.perf_counter() - started,
         "machine": machine(),
         "settings": {"repeats": repeats, "threads": threads, "compile_target": target,
-                     "input_order": "F (as the worker's feature_matrix builds it)"},
+                     "input_order": "each engine's own (as the worker's feature_matrix builds it)"},
         "reference_model": models.REFERENCE.name,
         # Models measured in an earlier run (for example the large ones) are kept.
         "models": sorted(measured.values(), key=lambda entry: order.index(entry["model"])
