@@ -121,11 +121,11 @@ def start_workers(count: int, env: dict, log_dir: Path) -> list[subprocess.Popen
     """Start ``count`` worker processes, the local stand-in for the Deployment's pods."""
     processes = []
     for index in range(count):
-        log = open(log_dir / f"worker-{index}.log", "ab")
         worker_env = dict(env, WORKER_NAME=f"worker-{index}", CACHE_DIR=str(log_dir.parent / "cache" / f"worker-{index}"))
-        processes.append(subprocess.Popen([sys.executable, "-m", "ctr_inference.worker"], env=worker_env,
-                                          stdout=log, stderr=subprocess.STDOUT))
-        log.close()
+        # The child keeps its own copy of the log's file descriptor, so this one can close.
+        with open(log_dir / f"worker-{index}.log", "ab") as log:
+            processes.append(subprocess.Popen([sys.executable, "-m", "ctr_inference.worker"], env=worker_env,
+                                              stdout=log, stderr=subprocess.STDOUT))
         logger.info("started worker-%d (pid %d)", index, processes[-1].pid)
     return processes
 
@@ -150,9 +150,8 @@ def wait_for_outputs(s3, bucket: str, prefix: str, expected: int, processes, tim
     Raises:
         CtrError: every worker exited, or ``timeout`` passed, before the run completed.
     """
-    from tqdm import tqdm
-
     from ctr_inference.dispatch import list_keys
+    from tqdm import tqdm
 
     started = time.monotonic()
     with tqdm(total=expected, unit="partition", desc="scoring", file=sys.stderr) as bar:
@@ -174,8 +173,9 @@ def preflight(config: DemoConfig) -> None:
     Raises:
         CtrError: with one message naming the problem.
     """
-    from ctr.services import check_port_free
     from ctr_training.features import check_inputs, check_java
+
+    from ctr.services import check_port_free
 
     check_java()
     if config.train_logs or config.score_logs:
@@ -213,7 +213,6 @@ def run_demo(config: DemoConfig) -> dict:
 
 def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, stack) -> dict:
     import boto3
-
     from ctr_images.bake import bake
     from ctr_inference.dispatch import dispatch
     from ctr_inference.model_source import bundle_uri, upload_bundle

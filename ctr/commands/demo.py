@@ -42,7 +42,8 @@ def register(subparsers) -> None:
 def run_demo(args) -> int:
     import json
 
-    from ctr.demo import DemoConfig, run_demo as run
+    from ctr.demo import DemoConfig
+    from ctr.demo import run_demo as run
 
     config = DemoConfig(
         workdir=args.workdir, train_logs=args.train_logs, score_logs=args.score_logs, rows=args.rows,
