@@ -26,6 +26,7 @@ from ctr_inference.errors import CtrError
 
 from ctr import local_infra
 from ctr.services import MlflowServer, MotoServer, aws_environment
+from ctr.tracking import ensure_local_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,9 @@ def run_demo(config: DemoConfig) -> dict:
         aws = aws_environment(s3_endpoint)
         os.environ.update(aws)
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+        if not config.mlflow_tracking_uri:
+            # A file:// artifact location lets `ctr image bake` read the artifacts after the server stops.
+            ensure_local_experiment(EXPERIMENT, mlflow_uri, workdir)
         return _run_steps(config, workdir, aws, mlflow_uri, stack)
 
 
