@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctr.demo import MODEL_NAME, DemoConfig, run_demo
+from ctr.demo import MODEL_NAME, DemoConfig, StepClock, run_demo
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -100,6 +100,31 @@ def test_report_file_written(demo):
     for key in ("rows_in", "rows_scored", "partitions", "auc", "logloss", "rows_per_second", "model_name",
                 "model_version", "image_reference", "mlflow_run_id", "output_location"):
         assert report[key] is not None, key
+
+
+def test_report_times_each_step(demo):
+    _, report = demo
+    steps = report["step_seconds"]
+    assert list(steps) == ["features", "training", "bake", "scoring features", "scoring", "report"]
+    assert all(seconds >= 0 for seconds in steps.values())
+
+
+def test_step_clock_prints_durations(capsys, monkeypatch):
+    times = iter([100.0, 334.4, 334.4, 340.0])
+    monkeypatch.setattr("ctr.demo.time.monotonic", lambda: next(times))
+    clock = StepClock(2)
+
+    clock.start("features", "feature job on the training logs")
+    clock.start("training", "LightGBM training")
+    clock.finish()
+
+    assert capsys.readouterr().err.splitlines() == [
+        "[1/2] feature job on the training logs",
+        "[1/2] features: 234 s",
+        "[2/2] LightGBM training",
+        "[2/2] training: 6 s",
+    ]
+    assert clock.seconds == {"features": 234.4, "training": 5.6}
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
