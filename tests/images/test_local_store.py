@@ -24,6 +24,8 @@ from tests.helpers import feature_table
 
 MODEL = "ctr-local-store"
 PROXIED_MODEL = "ctr-proxied-store"
+REGISTER_SCRIPT = ("import sys; from tests.images.test_local_store import register_tiny_model; "
+                   "register_tiny_model(*sys.argv[1:])")
 
 
 def register_tiny_model(folder: str, model_name: str, experiment: str, file_artifacts: str) -> None:
@@ -63,11 +65,8 @@ def demo_checkout(tmp_path_factory) -> Path:
         env = dict(without_tracking_uri(), MLFLOW_TRACKING_URI=server.url)
         for model, experiment, file_artifacts in ((MODEL, "local-store", "yes"),
                                                   (PROXIED_MODEL, "proxied-store", "no")):
-            subprocess.run(
-                [sys.executable, "-c", "import sys; from tests.images.test_local_store import register_tiny_model; "
-                 "register_tiny_model(*sys.argv[1:])", str(checkout / "work" / model), model, experiment,
-                 file_artifacts],
-                cwd=REPO_ROOT, env=env, check=True, timeout=300)
+            subprocess.run([sys.executable, "-c", REGISTER_SCRIPT, str(checkout / "work" / model), model,
+                            experiment, file_artifacts], cwd=REPO_ROOT, env=env, check=True, timeout=300)
     return checkout
 
 
