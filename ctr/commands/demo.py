@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Fields of the run report printed at the end of the demo; README.md lists them.
+SUMMARY_FIELDS = ("run_id", "model_name", "model_version", "rows_in", "rows_scored", "partitions", "auc",
+                  "logloss", "rows_per_second", "image_reference", "mlflow_run_id", "output_location")
+
 
 def register(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="run the whole loop on one machine with local services")
@@ -56,13 +60,16 @@ def run_demo(args) -> int:
     # A stopped demo (SIGTERM) unwinds like Ctrl-C, so it still stops its services.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     report = run(config)
-    summary = {k: report.get(k) for k in ("run_id", "model_name", "model_version", "rows_in", "rows_scored",
-                                          "partitions", "auc", "logloss", "rows_per_second", "image_reference")}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summarize(report), indent=2))
     print(f"\nrun report: {report['report_path']}")
     print(f"predictions: {report['local_copy']}")
     print("MLflow UI: make mlflow-ui, then open http://127.0.0.1:5000")
     return 0
+
+
+def summarize(report: dict) -> dict:
+    """Return the fields of a run report that the demo prints at the end."""
+    return {key: report.get(key) for key in SUMMARY_FIELDS}
 
 
 def _raise_interrupt(signum, frame):

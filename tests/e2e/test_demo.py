@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ctr.commands.demo import summarize
 from ctr.demo import MODEL_NAME, DemoConfig, StepClock, run_demo
 from tests.conftest import REPO_ROOT
 
@@ -100,6 +101,14 @@ def test_report_file_written(demo):
     for key in ("rows_in", "rows_scored", "partitions", "auc", "logloss", "rows_per_second", "model_name",
                 "model_version", "image_reference", "mlflow_run_id", "output_location"):
         assert report[key] is not None, key
+
+
+def test_summary_shows_run_and_output(demo):
+    _, report = demo
+    summary = summarize(report)
+    assert summary["mlflow_run_id"] == report["mlflow_run_id"]
+    assert summary["output_location"].startswith("s3://")
+    assert summary["image_reference"] == report["image_reference"]
 
 
 def test_report_times_each_step(demo):
