@@ -38,8 +38,9 @@ def register(subparsers) -> None:
     demo.set_defaults(handler=run_demo)
 
     ui = subparsers.add_parser("mlflow-ui", help="serve the MLflow UI on the demo's store")
-    ui.add_argument("--workdir", type=Path, default=Path(".ctr"))
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--workdir", type=Path, default=Path(".ctr"),
+                    help="work directory of the demo whose mlflow/ store to serve (default: .ctr)")
+    ui.add_argument("--port", type=int, default=5000, help="TCP port on 127.0.0.1 to serve on (default: 5000)")
     ui.set_defaults(handler=run_mlflow_ui)
 
 
@@ -77,7 +78,9 @@ def _raise_interrupt(signum, frame):
 
 
 def run_mlflow_ui(args) -> int:
-    root = (args.workdir / "mlflow").resolve()
+    from ctr.tracking import local_store
+
+    root = local_store(args.workdir)
     if not (root / "mlflow.db").exists():
         print(f"ctr mlflow-ui: error: no MLflow store at {root}; run `make demo` first", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     bake.add_argument("model", help="registered model name")
     bake.add_argument("version", help="model version number, or an alias such as champion")
     bake.add_argument("--layout", type=Path, help="OCI image layout folder to write (default: .ctr/images/MODEL)")
-    bake.add_argument("--workdir", type=Path, default=Path(".ctr/bundles"), help="where bundles are written")
+    bake.add_argument("--workdir", type=Path, default=Path(".ctr/bundles"), help="folder the bundles are written to (default: .ctr/bundles)")
     bake.add_argument("--base", default=os.environ.get("CTR_RUNTIME_IMAGE", "scratch"),
                       help="runtime image to build on: oci:DIR:TAG or HOST/REPOSITORY[:TAG|@DIGEST]; runtime "
                            "builds or reuses this checkout's runtime image on $BASE_IMAGE; scratch gives an image "
