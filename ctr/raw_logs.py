@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="DVC file of the raw logs (default: data/raw/<dataset>.dvc, the dataset that "
                              "params.yaml selects)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="ctr.raw_logs: %(message)s")
 
     dvc_file = args.dvc_file or dataset_dvc_file(Path.cwd())
     if not dvc_file.is_file():

@@ -32,7 +32,7 @@ class FakeTracker:
 
     def getStageInfo(self, stage_id):
         stages = {
-            3: SimpleNamespace(name="count at features.py:310", numTasks=40, numCompletedTasks=12,
+            3: SimpleNamespace(name="count at /checkout/training/ctr_training/features.py:310", numTasks=40, numCompletedTasks=12,
                                numActiveTasks=2, numFailedTasks=0),
             4: SimpleNamespace(name="parquet at features.py:470", numTasks=8, numCompletedTasks=0,
                                numActiveTasks=0, numFailedTasks=1),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 INTERVAL_ENV = "CTR_SPARK_PROGRESS_SECONDS"
 DEFAULT_INTERVAL_SECONDS = 15.0
+# The folders of a stage's call site, as in "first at /checkout/training/ctr_training/features.py:299".
+_CALL_SITE_FOLDERS = re.compile(r"(?<= at )\S*/")
 
 
 def progress_interval() -> float:
@@ -65,7 +68,8 @@ def describe_running_stages(tracker) -> list[str]:
             continue
         job = job_of_stage.get(stage_id)
         prefix = f"job {job} stage {stage_id}" if job is not None else f"stage {stage_id}"
-        line = (f"{prefix} ({stage.name}): {stage.numCompletedTasks}/{stage.numTasks} tasks done, "
+        name = _CALL_SITE_FOLDERS.sub("", stage.name)
+        line = (f"{prefix} ({name}): {stage.numCompletedTasks}/{stage.numTasks} tasks done, "
                 f"{stage.numActiveTasks} running")
         if stage.numFailedTasks:
             line += f", {stage.numFailedTasks} failed"
