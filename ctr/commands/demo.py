@@ -90,4 +90,17 @@ def run_mlflow_ui(args) -> int:
                "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts"]
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
-    return subprocess.call(command, env=env)
+    server = subprocess.Popen(command, env=env)
+    # SIGTERM reaches only this process, so pass it on; otherwise the server outlives it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.send_signal(signum))
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        # From a terminal the server got SIGINT too; from elsewhere only this process did.
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        raise
