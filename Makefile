@@ -29,7 +29,12 @@ demo: $(STAMP) ## Run the whole loop on one machine (generated logs unless DEMO_
 test: $(STAMP) ## Run the test suite (what CI runs)
 	$(PYTEST) $(PYTEST_ARGS)
 
-train: $(STAMP) ## Run the training pipeline (dvc repro; dvc.yaml calls the environment's python)
+# The local copy of the raw logs that data/raw/criteo.dvc records: the Criteo
+# development sample beside the checkout. Its terms forbid committing it.
+RAW_SAMPLE ?= ../shared/data/ctr/criteo_dev.tsv.gz
+
+train: $(STAMP) ## Copy missing raw logs from RAW_SAMPLE (checked against data/raw/*.dvc), then dvc repro
+	$(VENV)/bin/python -m ctr.raw_logs --sample $(RAW_SAMPLE)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the demo's store at http://127.0.0.1:5000

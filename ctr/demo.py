@@ -26,6 +26,7 @@ from ctr_inference.errors import CtrError
 
 from ctr import local_infra
 from ctr.services import MlflowServer, MotoServer, aws_environment
+from ctr.tracking import ensure_local_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -117,15 +118,41 @@ def upload_directory(s3, directory: Path, bucket: str, prefix: str, pattern: str
     return uris
 
 
+class StepClock:
+    """Prints each numbered step of the demo when it starts and its wall time when it ends."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.seconds: dict[str, float] = {}
+        self._running: tuple[int, str, float] | None = None
+
+    def start(self, name: str, description: str) -> None:
+        """End the running step, if any, and start the next one."""
+        self.finish()
+        number = len(self.seconds) + 1
+        print(f"[{number}/{self.total}] {description}", file=sys.stderr)
+        self._running = (number, name, time.monotonic())
+
+    def finish(self) -> None:
+        """End the running step and print its wall time, as ``[1/6] features: 234 s``."""
+        if self._running is None:
+            return
+        number, name, started = self._running
+        seconds = time.monotonic() - started
+        self.seconds[name] = round(seconds, 1)
+        print(f"[{number}/{self.total}] {name}: {seconds:.0f} s", file=sys.stderr)
+        self._running = None
+
+
 def start_workers(count: int, env: dict, log_dir: Path) -> list[subprocess.Popen]:
     """Start ``count`` worker processes, the local stand-in for the Deployment's pods."""
     processes = []
     for index in range(count):
-        log = open(log_dir / f"worker-{index}.log", "ab")
         worker_env = dict(env, WORKER_NAME=f"worker-{index}", CACHE_DIR=str(log_dir.parent / "cache" / f"worker-{index}"))
-        processes.append(subprocess.Popen([sys.executable, "-m", "ctr_inference.worker"], env=worker_env,
-                                          stdout=log, stderr=subprocess.STDOUT))
-        log.close()
+        # The child keeps its own copy of the log's file descriptor, so this one can close.
+        with open(log_dir / f"worker-{index}.log", "ab") as log:
+            processes.append(subprocess.Popen([sys.executable, "-m", "ctr_inference.worker"], env=worker_env,
+                                              stdout=log, stderr=subprocess.STDOUT))
         logger.info("started worker-%d (pid %d)", index, processes[-1].pid)
     return processes
 
@@ -150,9 +177,8 @@ def wait_for_outputs(s3, bucket: str, prefix: str, expected: int, processes, tim
     Raises:
         CtrError: every worker exited, or ``timeout`` passed, before the run completed.
     """
-    from tqdm import tqdm
-
     from ctr_inference.dispatch import list_keys
+    from tqdm import tqdm
 
     started = time.monotonic()
     with tqdm(total=expected, unit="partition", desc="scoring", file=sys.stderr) as bar:
@@ -174,8 +200,9 @@ def preflight(config: DemoConfig) -> None:
     Raises:
         CtrError: with one message naming the problem.
     """
-    from ctr.services import check_port_free
     from ctr_training.features import check_inputs, check_java
+
+    from ctr.services import check_port_free
 
     check_java()
     if config.train_logs or config.score_logs:
@@ -208,12 +235,14 @@ def run_demo(config: DemoConfig) -> dict:
         aws = aws_environment(s3_endpoint)
         os.environ.update(aws)
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+        if not config.mlflow_tracking_uri:
+            # A file:// artifact location lets `ctr image bake` read the artifacts after the server stops.
+            ensure_local_experiment(EXPERIMENT, mlflow_uri, workdir)
         return _run_steps(config, workdir, aws, mlflow_uri, stack)
 
 
 def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, stack) -> dict:
     import boto3
-
     from ctr_images.bake import bake
     from ctr_inference.dispatch import dispatch
     from ctr_inference.model_source import bundle_uri, upload_bundle
@@ -227,7 +256,8 @@ def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, st
     for path in train_logs + score_logs:
         s3.upload_file(path, resources.raw_bucket, f"raw/dt={config.dt}/{Path(path).name}")
 
-    print("[1/6] feature job on the training logs (Spark local mode)", file=sys.stderr)
+    steps = StepClock(6)
+    steps.start("features", "feature job on the training logs (Spark local mode)")
     from pyspark.sql import SparkSession
 
     shared_session = SparkSession.getActiveSession()
@@ -243,7 +273,7 @@ def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, st
     upload_directory(s3, workdir / "features" / "train", resources.features_bucket,
                      f"training-features/dt={config.dt}", "*.parquet")
 
-    print("[2/6] LightGBM training, logged and registered in MLflow", file=sys.stderr)
+    steps.start("training", "LightGBM training, logged and registered in MLflow")
     trained = train_and_register(
         workdir / "features" / "train", train_features.encoding_path, model_name=MODEL_NAME,
         experiment=EXPERIMENT, categorical=criteo.CATEGORICAL_COLUMNS,
@@ -251,11 +281,11 @@ def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, st
         extra_params={"min_count": config.min_count, "train_rows_in": train_features.rows},
     )
 
-    print(f"[3/6] bake model {MODEL_NAME} version {trained.model_version} into an image", file=sys.stderr)
+    steps.start("bake", f"bake model {MODEL_NAME} version {trained.model_version} into an image")
     baked = bake(MODEL_NAME, trained.model_version, workdir / "bundles", workdir / "images" / MODEL_NAME)
     upload_bundle(baked.bundle_dir, bundle_uri(resources.model_store_uri, MODEL_NAME, trained.model_version))
 
-    print("[4/6] feature job on the logs to score, with the bundle's encoding", file=sys.stderr)
+    steps.start("scoring features", "feature job on the logs to score, with the bundle's encoding")
     score_features = run_feature_job(
         spark, score_logs, workdir / "features" / f"dt={config.dt}", encoding_path=baked.bundle_dir / "encoding.parquet",
         fit=False, partitions=config.partitions, max_malformed_fraction=config.max_malformed_fraction,
@@ -263,7 +293,7 @@ def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, st
     upload_directory(s3, workdir / "features" / f"dt={config.dt}", resources.features_bucket,
                      f"features/dt={config.dt}", "*.parquet")
 
-    print(f"[5/6] dispatch and score with {config.workers} workers", file=sys.stderr)
+    steps.start("scoring", f"dispatch and score with {config.workers} workers")
     result = dispatch(s3, sqs, resources.queue_url, resources.features_bucket, resources.predictions_bucket,
                       config.dt, MODEL_NAME, trained.model_version)
     worker_env = dict(os.environ, **aws, QUEUE_URL=resources.queue_url, MODEL_SOURCE="oci",
@@ -280,7 +310,7 @@ def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, st
                                workers, config.timeout)
     stop_workers(workers)
 
-    print("[6/6] collect predictions and write the run report", file=sys.stderr)
+    steps.start("report", "collect predictions and write the run report")
     from ctr.report import build_report
 
     report = build_report(
@@ -296,6 +326,8 @@ def _run_steps(config: DemoConfig, workdir: Path, aws: dict, mlflow_url: str, st
                                    "score": score_features.malformed.to_dict()},
                "train_metrics": trained.metrics},
     )
+    steps.finish()
+    report["step_seconds"] = steps.seconds
     report_path = workdir / "reports" / f"{result.run_id}.json"
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     report["report_path"] = str(report_path)

@@ -137,7 +137,12 @@ class Plan:
     speed: Speed
     assumptions: Assumptions
     pod_rows_per_second: float
-    scoring_seconds: float
+    # Node start, image pull and worker start before the first prediction.
+    startup_seconds: float
+    # Scoring time the deadline leaves after start-up, headroom and one partition. The pods are sized to it.
+    scoring_budget_seconds: float
+    # Rows divided by the planned pods' rows per second. Rounding the pods up keeps it within the budget.
+    expected_scoring_seconds: float
     pods: int
     partition_rows: int
     partition_megabytes: float
@@ -282,15 +287,15 @@ def make_plan(rows: float, deadline_seconds: float, speed: Speed, assumptions: A
             assumptions.max_partition_megabytes * 1e6 / assumptions.bytes_per_row))
     partition_seconds = partition_rows / pod_rate
     # The last partition a pod takes may start just before the time runs out.
-    scoring_seconds = (deadline_seconds - startup) * (1 - assumptions.headroom) - partition_seconds
-    if scoring_seconds <= 0:
+    scoring_budget = (deadline_seconds - startup) * (1 - assumptions.headroom) - partition_seconds
+    if scoring_budget <= 0:
         raise PlanError(
             f"a deadline of {deadline_seconds:.0f} s leaves no scoring time after {startup:.0f} s "
             f"of start-up, {assumptions.headroom:.0%} headroom and one {partition_seconds:.0f} s partition")
 
-    pods = math.ceil(rows / (pod_rate * scoring_seconds))
+    pods = math.ceil(rows / (pod_rate * scoring_budget))
     messages = math.ceil(rows / partition_rows)
-    nodes = [_node_plan(instance, pods, assumptions, startup + scoring_seconds)
+    nodes = [_node_plan(instance, pods, assumptions, startup + scoring_budget)
              for instance in instance_types]
     return Plan(
         rows=rows,
@@ -298,7 +303,9 @@ def make_plan(rows: float, deadline_seconds: float, speed: Speed, assumptions: A
         speed=speed,
         assumptions=assumptions,
         pod_rows_per_second=pod_rate,
-        scoring_seconds=scoring_seconds,
+        startup_seconds=startup,
+        scoring_budget_seconds=scoring_budget,
+        expected_scoring_seconds=rows / (pods * pod_rate),
         pods=pods,
         partition_rows=partition_rows,
         partition_megabytes=partition_rows * assumptions.bytes_per_row / 1e6,
@@ -370,7 +377,12 @@ def render(plan: Plan) -> str:
         f"  messages                  {plan.messages:,}",
         (f"  KEDA messages per pod     {plan.keda_messages_per_pod} (queueLength), "
         f"maxReplicaCount {plan.keda_max_replicas}"),
-        f"  scoring time              {plan.scoring_seconds / 60:.1f} min after start-up",
+        (f"  time budget for scoring   {plan.scoring_budget_seconds / 60:.1f} min "
+         f"(deadline minus {plan.startup_seconds:.0f} s start-up, {assumptions.headroom:.0%} headroom "
+         f"and one partition)"),
+        (f"  expected scoring time     {plan.expected_scoring_seconds / 60:.1f} min at {plan.pods} pods, "
+         f"about {(plan.startup_seconds + plan.expected_scoring_seconds) / 60:.0f} min from scale-up to the "
+         f"last output"),
         (f"  cores at measured speed   {plan.cores_for_deadline:.1f} "
         f"(rows / deadline / rows per second per core, no overheads)"),
         "",

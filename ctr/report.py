@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from ctr_inference.contract import LABEL, PREDICTION, ROW_ID
 from ctr_inference.dispatch import list_keys
 
@@ -53,7 +52,7 @@ def build_report(s3, bucket: str, prefix: str, local_dir: Path, features_dir: Pa
         rows_scored=int(outputs.num_rows),
         partitions=len(list(Path(local_dir).glob("*.parquet"))),
         duplicate_rows=int(len(output_ids) - len(unique_ids)),
-        missing_rows=int(len(np.setdiff1d(input_ids, unique_ids))),
+        missing_rows=len(np.setdiff1d(input_ids, unique_ids)),
         scoring_seconds=round(seconds, 3),
         rows_per_second=round(outputs.num_rows / seconds, 1) if seconds > 0 else None,
         mean_predicted_ctr=float(pc.mean(outputs.column(PREDICTION)).as_py()),

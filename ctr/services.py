@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from ctr_inference.errors import CtrError
 
@@ -80,7 +81,7 @@ class LocalService:
     def ready(self) -> bool:
         raise NotImplementedError
 
-    def start(self, timeout: float = 120.0) -> LocalService:
+    def start(self, timeout: float = 120.0) -> Self:
         """Start the process and wait until it responds.
 
         Raises:
@@ -88,12 +89,12 @@ class LocalService:
         """
         check_port_free(self.port, self.name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
-            start_new_session=True,
-        )
-        log.close()
+        # The child keeps its own copy of the log's file descriptor, so this one can close.
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
+                start_new_session=True,
+            )
         logger.info("starting %s on %s (pid %d, log %s)", self.name, self.url, self.process.pid, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -122,7 +123,7 @@ class LocalService:
             self.process.wait()
         logger.info("stopped %s (pid %d)", self.name, self.process.pid)
 
-    def __enter__(self) -> LocalService:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

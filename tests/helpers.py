@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from ctr_inference.bundle import MODEL_FILE, library_versions, write_metadata
 from ctr_inference.contract import CATEGORICAL_FREQUENCY, NUMERIC
 
@@ -35,7 +34,6 @@ def feature_table(rows: int, seed: int = 0, start_row_id: int = 1, label: bool =
 
 def train_tiny_booster(trees: int = 10, seed: int = 0):
     import lightgbm
-
     from ctr_inference.contract import Feature, feature_matrix
 
     table = feature_table(2000, seed=seed)

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Fields of the run report printed at the end of the demo; README.md lists them.
+SUMMARY_FIELDS = ("run_id", "model_name", "model_version", "rows_in", "rows_scored", "partitions", "auc",
+                  "logloss", "rows_per_second", "image_reference", "mlflow_run_id", "output_location")
+
 
 def register(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="run the whole loop on one machine with local services")
@@ -34,15 +38,17 @@ def register(subparsers) -> None:
     demo.set_defaults(handler=run_demo)
 
     ui = subparsers.add_parser("mlflow-ui", help="serve the MLflow UI on the demo's store")
-    ui.add_argument("--workdir", type=Path, default=Path(".ctr"))
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--workdir", type=Path, default=Path(".ctr"),
+                    help="work directory of the demo whose mlflow/ store to serve (default: .ctr)")
+    ui.add_argument("--port", type=int, default=5000, help="TCP port on 127.0.0.1 to serve on (default: 5000)")
     ui.set_defaults(handler=run_mlflow_ui)
 
 
 def run_demo(args) -> int:
     import json
 
-    from ctr.demo import DemoConfig, run_demo as run
+    from ctr.demo import DemoConfig
+    from ctr.demo import run_demo as run
 
     config = DemoConfig(
         workdir=args.workdir, train_logs=args.train_logs, score_logs=args.score_logs, rows=args.rows,
@@ -55,13 +61,16 @@ def run_demo(args) -> int:
     # A stopped demo (SIGTERM) unwinds like Ctrl-C, so it still stops its services.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     report = run(config)
-    summary = {k: report.get(k) for k in ("run_id", "model_name", "model_version", "rows_in", "rows_scored",
-                                          "partitions", "auc", "logloss", "rows_per_second", "image_reference")}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summarize(report), indent=2))
     print(f"\nrun report: {report['report_path']}")
     print(f"predictions: {report['local_copy']}")
     print("MLflow UI: make mlflow-ui, then open http://127.0.0.1:5000")
     return 0
+
+
+def summarize(report: dict) -> dict:
+    """Return the fields of a run report that the demo prints at the end."""
+    return {key: report.get(key) for key in SUMMARY_FIELDS}
 
 
 def _raise_interrupt(signum, frame):
@@ -69,7 +78,9 @@ def _raise_interrupt(signum, frame):
 
 
 def run_mlflow_ui(args) -> int:
-    root = (args.workdir / "mlflow").resolve()
+    from ctr.tracking import local_store
+
+    root = local_store(args.workdir)
     if not (root / "mlflow.db").exists():
         print(f"ctr mlflow-ui: error: no MLflow store at {root}; run `make demo` first", file=sys.stderr)
         return 1
@@ -79,4 +90,17 @@ def run_mlflow_ui(args) -> int:
                "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts"]
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
-    return subprocess.call(command, env=env)
+    server = subprocess.Popen(command, env=env)
+    # SIGTERM reaches only this process, so pass it on; otherwise the server outlives it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.send_signal(signum))
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        # From a terminal the server got SIGINT too; from elsewhere only this process did.
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        raise

@@ -15,6 +15,7 @@ STATUS_EPILOG = """exit codes:
      exceeded its progress deadline
   4  still progressing when the timeout expired
 """
+ENV_HELP = "environment (a folder of gitops/overlays)"
 
 
 def register(subparsers) -> None:
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
     commands = deploy.add_subparsers(dest="deploy_command", required=True, metavar="DEPLOY_COMMAND")
 
     promote = commands.add_parser("promote", help="pin an image in an environment's overlay and commit it")
-    promote.add_argument("environment", metavar="ENV", help="environment (a folder of gitops/overlays)")
+    promote.add_argument("environment", metavar="ENV", help=ENV_HELP)
     promote.add_argument("image", metavar="IMAGE_REF", nargs="?",
                          help="registry/repository:tag[@sha256:...]; the digest is looked up in "
                               "the registry when missing")
@@ -41,13 +42,13 @@ def register(subparsers) -> None:
     promote.set_defaults(handler=run_promote)
 
     history = commands.add_parser("history", help="list the promotions and rollbacks of an environment")
-    history.add_argument("environment", metavar="ENV")
+    history.add_argument("environment", metavar="ENV", help=ENV_HELP)
     history.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     history.add_argument("--repo", type=Path, default=Path("."), help="git working tree (default: .)")
     history.set_defaults(handler=run_history)
 
     rollback = commands.add_parser("rollback", help="revert the latest (or a named) promotion")
-    rollback.add_argument("environment", metavar="ENV")
+    rollback.add_argument("environment", metavar="ENV", help=ENV_HELP)
     rollback.add_argument("commit", nargs="?", default="",
                           help="promotion commit to revert (default: the latest one not yet reverted)")
     _add_repository_options(rollback)
@@ -57,11 +58,11 @@ def register(subparsers) -> None:
     status = commands.add_parser("status", help="read the rollout state from Argo CD and the Deployment",
                                  epilog=STATUS_EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    status.add_argument("environment", metavar="ENV")
+    status.add_argument("environment", metavar="ENV", help=ENV_HELP)
     status.add_argument("--repo", type=Path, default=Path("."),
                         help="git working tree whose overlay names the expected image (default: .)")
     status.add_argument("--image", default="", help="expected image (default: the one the overlay pins)")
-    status.add_argument("--revision", default="", help="git commit Argo CD must have synced")
+    status.add_argument("--revision", default="", help="git commit Argo CD must have synced (default: any)")
     _add_cluster_options(status)
     status.set_defaults(handler=run_status)
 

@@ -19,11 +19,14 @@ def register(subparsers) -> None:
     image = subparsers.add_parser("image", help="bake, push and inspect model images")
     commands = image.add_subparsers(dest="image_command", required=True, metavar="IMAGE_COMMAND")
 
-    bake = commands.add_parser("bake", help="bake a registered model version (models:/NAME/VERSION) into an image")
+    bake = commands.add_parser(
+        "bake", help="bake a registered model version (models:/NAME/VERSION) into an image",
+        description="Reads the MLflow registry at $MLFLOW_TRACKING_URI, or without it the demo's local "
+                    "store .ctr/mlflow/mlflow.db (no server needed).")
     bake.add_argument("model", help="registered model name")
     bake.add_argument("version", help="model version number, or an alias such as champion")
     bake.add_argument("--layout", type=Path, help="OCI image layout folder to write (default: .ctr/images/MODEL)")
-    bake.add_argument("--workdir", type=Path, default=Path(".ctr/bundles"), help="where bundles are written")
+    bake.add_argument("--workdir", type=Path, default=Path(".ctr/bundles"), help="folder the bundles are written to (default: .ctr/bundles)")
     bake.add_argument("--base", default=os.environ.get("CTR_RUNTIME_IMAGE", "scratch"),
                       help="runtime image to build on: oci:DIR:TAG or HOST/REPOSITORY[:TAG|@DIGEST]; runtime "
                            "builds or reuses this checkout's runtime image on $BASE_IMAGE; scratch gives an image "
@@ -67,6 +70,10 @@ def register(subparsers) -> None:
 def run_bake(args) -> int:
     from ctr_images.bake import bake
 
+    from ctr.tracking import check_artifacts_reachable, use_tracking_store
+
+    use_tracking_store()
+    check_artifacts_reachable(args.model, args.version)
     layout = args.layout or Path(".ctr/images") / args.model
     result = bake(args.model, args.version, args.workdir, layout, base=args.base, compile_model=args.compile,
                   compile_target=args.compile_target)
@@ -78,6 +85,10 @@ def run_bake(args) -> int:
 def run_push(args) -> int:
     from ctr_images.publish import push_model_image
 
+    from ctr.tracking import use_tracking_store
+
+    if not args.no_record:
+        use_tracking_store()
     pushed = push_model_image(args.source, args.destination, record=not args.no_record,
                               tls_verify=False if args.insecure else None)
     if not args.no_record:

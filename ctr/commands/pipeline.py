@@ -1,4 +1,4 @@
-"""Training-side commands: ``ctr generate-logs``, ``ctr features``, ``ctr train``, ``ctr models compare``
+"""Training-side commands: ``ctr generate-logs``, ``ctr features``, ``ctr train``, ``ctr models list|compare``
 and ``ctr train-job``.
 
 ``dvc repro`` is the training pipeline. ``ctr features`` and ``ctr train`` run
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 TIMEOUT_EXIT_CODE = 124
+LOCAL_STORE_NOTE = "the demo's local store .ctr/mlflow/mlflow.db (no server needed)"
 
 
 def register(subparsers) -> None:
@@ -36,7 +37,9 @@ def register(subparsers) -> None:
                           help="fail when more than this share of lines is malformed (default: 0.01)")
     features.set_defaults(handler=run_features)
 
-    train = subparsers.add_parser("train", help="train LightGBM on feature partitions and register it in MLflow")
+    train = subparsers.add_parser(
+        "train", help="train LightGBM on feature partitions and register it in MLflow",
+        description=f"Logs to the MLflow tracking server at $MLFLOW_TRACKING_URI, else to {LOCAL_STORE_NOTE}.")
     train.add_argument("--features", type=Path, required=True, help="folder of training feature partitions")
     train.add_argument("--encoding", type=Path, required=True, help="the encoding table the features used")
     _add_dataset_option(train)
@@ -49,10 +52,18 @@ def register(subparsers) -> None:
 
     models = subparsers.add_parser("models", help="inspect registered model versions")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="MODELS_COMMAND")
+    listing = model_commands.add_parser(
+        "list", help="list the versions of a registered model with aliases, run and AUC",
+        description=f"Reads the MLflow registry at $MLFLOW_TRACKING_URI, else {LOCAL_STORE_NOTE}.")
+    listing.add_argument("--model-name", default="ctr-criteo", help="registered model name (default: ctr-criteo)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(handler=run_list)
+
     compare = model_commands.add_parser(
         "compare", help="print the metrics of two model versions side by side",
         description="A and B are versions (3, v3), aliases (champion, @challenger) or models:/NAME/3 "
-                    "and models:/NAME@ALIAS. The tracking server is $MLFLOW_TRACKING_URI.")
+                    "and models:/NAME@ALIAS. The registry is the one at $MLFLOW_TRACKING_URI, else "
+                    f"{LOCAL_STORE_NOTE}.")
     compare.add_argument("a", metavar="A", help="first version or alias")
     compare.add_argument("b", metavar="B", help="second version or alias")
     compare.add_argument("--model-name", default="ctr-criteo", help="registered model name (default: ctr-criteo)")
@@ -136,14 +147,34 @@ def run_features(args) -> int:
 
 
 def run_train(args) -> int:
+    from ctr_training.stages import configure_mlflow
     from ctr_training.train import train_and_register
 
     spec = _dataset_spec(args)
+    # Without MLFLOW_TRACKING_URI, MLflow would create a new store in the current folder.
+    configure_mlflow(Path.cwd(), args.experiment)
     result = train_and_register(args.features, args.encoding, model_name=args.model_name or spec.registered_model,
                                 experiment=args.experiment, categorical=list(spec.categorical),
                                 lgb_params={"num_leaves": args.leaves}, num_boost_round=args.trees,
                                 alias=args.alias)
     print(f"run {result.run_id}: {result.model_name} version {result.model_version} {result.metrics}")
+    return 0
+
+
+def run_list(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from ctr_training.registry import list_versions, render_versions
+
+    from ctr.tracking import use_tracking_store
+
+    use_tracking_store()
+    versions = list_versions(args.model_name)
+    if args.json:
+        print(json.dumps([asdict(v) for v in versions], indent=2, sort_keys=True))
+    else:
+        print(render_versions(versions))
     return 0
 
 
@@ -153,6 +184,9 @@ def run_compare(args) -> int:
 
     from ctr_training.registry import render_comparison, resolve
 
+    from ctr.tracking import use_tracking_store
+
+    use_tracking_store()
     a, b = resolve(args.a, args.model_name), resolve(args.b, args.model_name)
     if args.json:
         print(json.dumps({"a": asdict(a), "b": asdict(b)}, indent=2, sort_keys=True))

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+
+from ctr.aws import aws_errors
+
+DEMO_RUN_HINT = ("`ctr demo` stops its S3/SQS emulator when it ends, so a demo run is summarized in "
+                 ".ctr/reports/RUN.json instead")
 
 
 def register(subparsers) -> None:
@@ -16,7 +22,7 @@ def register(subparsers) -> None:
                           help="registered model name (default: $MODEL_NAME or ctr-criteo)")
     _queue_option(dispatch)
     dispatch.add_argument("--features-bucket", default=os.environ.get("FEATURES_BUCKET"),
-                          help="default: $FEATURES_BUCKET")
+                          help="S3 bucket of the feature partitions (default: $FEATURES_BUCKET)")
     _predictions_option(dispatch)
     dispatch.add_argument("--predictions-prefix", default=os.environ.get("PREDICTIONS_PREFIX", "predictions/"),
                           help="key prefix of the outputs in the predictions bucket "
@@ -30,12 +36,16 @@ def register(subparsers) -> None:
                                                   "see docs/worker.md)")
     worker.set_defaults(handler=run_worker)
 
-    status = subparsers.add_parser("status", help="show a run's partitions done, failed and pending, rows, "
-                                                  "throughput, ETA and dead-letter queue depth")
+    status = subparsers.add_parser(
+        "status", help="show a run's partitions done, failed and pending, rows, throughput, ETA and "
+                       "dead-letter queue depth",
+        description="Reads the run from the predictions bucket of a deployed environment, or of the S3 server "
+                    "at $AWS_ENDPOINT_URL. `ctr demo` stops its S3/SQS emulator when it ends, so a demo run "
+                    "is summarized in .ctr/reports/RUN.json instead.")
     status.add_argument("run_id", metavar="RUN", help="run id, YYYY-MM-DD.vVERSION")
     _predictions_option(status)
     status.add_argument("--queue-url", default=os.environ.get("QUEUE_URL"),
-                        help="scoring queue, for the dead-letter queue depth (default: $QUEUE_URL)")
+                        help="URL of the SQS scoring queue, for the dead-letter queue depth (default: $QUEUE_URL)")
     status.add_argument("--json", action="store_true", help="print JSON even on a terminal")
     status.add_argument("--watch", type=float, metavar="SECONDS",
                         help="refresh every SECONDS until the run succeeds or fails (terminal only)")
@@ -44,7 +54,8 @@ def register(subparsers) -> None:
     redrive = subparsers.add_parser("redrive", help="move a run's dead-lettered messages back to the queue")
     redrive.add_argument("run_id", metavar="RUN", help="run id, YYYY-MM-DD.vVERSION")
     _queue_option(redrive)
-    redrive.add_argument("--dead-letter-queue-url", help="default: from the queue's redrive policy")
+    redrive.add_argument("--dead-letter-queue-url",
+                         help="URL of the dead-letter queue (default: from the queue's redrive policy)")
     _predictions_option(redrive)
     redrive.add_argument("--dry-run", action="store_true", help="list what would move, move nothing")
     redrive.set_defaults(handler=run_redrive)
@@ -59,7 +70,7 @@ def register(subparsers) -> None:
                          help="s3:// URI of a feature partition; repeat for more")
     compare.add_argument("--dt", help="take the partitions of this date instead of --partition")
     compare.add_argument("--features-bucket", default=os.environ.get("FEATURES_BUCKET"),
-                         help="with --dt (default: $FEATURES_BUCKET)")
+                         help="S3 bucket of the feature partitions, with --dt (default: $FEATURES_BUCKET)")
     compare.add_argument("--limit", type=int, default=4, help="with --dt: partitions to score (default: 4)")
     compare.add_argument("--threads", type=int, default=1, help="scoring threads per source (default: 1)")
     compare.add_argument("--workdir", default=".ctr/compare",
@@ -68,22 +79,42 @@ def register(subparsers) -> None:
 
 
 def _queue_option(parser) -> None:
-    parser.add_argument("--queue-url", default=os.environ.get("QUEUE_URL"), help="default: $QUEUE_URL")
+    parser.add_argument("--queue-url", default=os.environ.get("QUEUE_URL"),
+                        help="URL of the SQS scoring queue (default: $QUEUE_URL)")
 
 
 def _predictions_option(parser) -> None:
     parser.add_argument("--predictions-bucket", default=os.environ.get("PREDICTIONS_BUCKET"),
-                        help="default: $PREDICTIONS_BUCKET")
+                        help="S3 bucket the workers write predictions and run markers to "
+                             "(default: $PREDICTIONS_BUCKET)")
 
 
-def _require(args, *options: str) -> None:
+def _require(args, *options: str, hint: str = "") -> None:
+    """Raise a CtrError naming the first missing option and its environment variable.
+
+    Every option here defaults to the environment variable of its own name in
+    upper case (``--queue-url`` to ``QUEUE_URL``).
+    """
     from ctr_inference.errors import CtrError
 
     for option in options:
         if not getattr(args, option):
-            raise CtrError(f"--{option.replace('_', '-')} is required (or its environment variable)")
+            raise CtrError(f"--{option.replace('_', '-')} is required: pass it or set {option.upper()}"
+                           + (f"; {hint}" if hint else ""))
 
 
+def _aws_command(hint: str = ""):
+    """Decorate a handler so that S3/SQS setup and request errors end it with one line, not a traceback."""
+    def decorate(handler):
+        @functools.wraps(handler)
+        def run(args) -> int:
+            with aws_errors(hint):
+                return handler(args)
+        return run
+    return decorate
+
+
+@_aws_command()
 def run_dispatch(args) -> int:
     import boto3
     from ctr_inference.dispatch import dispatch, latest_model_version
@@ -111,6 +142,7 @@ def run_worker(args) -> int:
     return main()
 
 
+@_aws_command(DEMO_RUN_HINT)
 def run_status(args) -> int:
     import json
     import time
@@ -119,7 +151,7 @@ def run_status(args) -> int:
     from ctr_inference.status import RUNNING, render_text
     from ctr_inference.status import run_status as collect
 
-    _require(args, "predictions_bucket")
+    _require(args, "predictions_bucket", hint=DEMO_RUN_HINT)
     s3 = boto3.client("s3")
     sqs = boto3.client("sqs") if args.queue_url else None
     terminal = sys.stdout.isatty() and not args.json
@@ -137,6 +169,7 @@ def run_status(args) -> int:
     return 0
 
 
+@_aws_command()
 def run_redrive(args) -> int:
     import boto3
     from ctr_inference.redrive import redrive
@@ -152,6 +185,7 @@ def run_redrive(args) -> int:
     return 0
 
 
+@_aws_command()
 def run_compare(args) -> int:
     import json
     from pathlib import Path

@@ -37,12 +37,12 @@ import pyarrow.compute as pc
 from ctr_inference.contract import PREDICTION
 from ctr_inference.errors import CtrError
 from ctr_inference.messages import (
+    DEFAULT_PREDICTIONS_PREFIX,
     IncomingObject,
     ScoreRequest,
     incoming_partition_name,
     is_marker_name,
     run_dt,
-    DEFAULT_PREDICTIONS_PREFIX,
     run_id_for,
     split_s3_uri,
 )

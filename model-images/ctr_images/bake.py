@@ -94,7 +94,8 @@ def resolve_model_version(model_name: str, version: str):
         missing = f"version {version}" if version.isdigit() else f"alias {version.removeprefix('@')!r}"
         raise ModelVersionNotFoundError(
             f"model {model_name!r} has no {missing} in the MLflow registry at {mlflow.get_tracking_uri()}; "
-            "list the versions with `mlflow models` or the MLflow UI"
+            f"list the versions with `ctr models list --model-name {model_name}` or in the MLflow UI "
+            "(`make mlflow-ui`)"
         ) from error
 
 

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctr.demo import MODEL_NAME, DemoConfig, run_demo
+from ctr.commands.demo import summarize
+from ctr.demo import MODEL_NAME, DemoConfig, StepClock, run_demo
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,6 @@ def test_categorical_features_carry_gain(demo):
 def test_worker_matches_registered_model(demo, mlflow_uri):
     workdir, report = demo
     import mlflow
-
     from ctr_inference.bundle import load_bundle
     from ctr_inference.contract import feature_matrix
 
@@ -88,7 +88,7 @@ def test_worker_matches_registered_model(demo, mlflow_uri):
 
 def test_outputs_record_model_and_image(demo):
     _, report = demo
-    path = sorted(Path(report["local_copy"]).glob("*.parquet"))[0]
+    path = min(Path(report["local_copy"]).glob("*.parquet"))
     metadata = {k.decode(): v.decode() for k, v in pq.read_schema(path).metadata.items()}
     assert metadata["ctr.model_version"] == report["model_version"]
     assert metadata["ctr.image_digest"] == report["image_digest"]
@@ -103,9 +103,42 @@ def test_report_file_written(demo):
         assert report[key] is not None, key
 
 
+def test_summary_shows_run_and_output(demo):
+    _, report = demo
+    summary = summarize(report)
+    assert summary["mlflow_run_id"] == report["mlflow_run_id"]
+    assert summary["output_location"].startswith("s3://")
+    assert summary["image_reference"] == report["image_reference"]
+
+
+def test_report_times_each_step(demo):
+    _, report = demo
+    steps = report["step_seconds"]
+    assert list(steps) == ["features", "training", "bake", "scoring features", "scoring", "report"]
+    assert all(seconds >= 0 for seconds in steps.values())
+
+
+def test_step_clock_prints_durations(capsys, monkeypatch):
+    times = iter([100.0, 334.4, 334.4, 340.0])
+    monkeypatch.setattr("ctr.demo.time.monotonic", lambda: next(times))
+    clock = StepClock(2)
+
+    clock.start("features", "feature job on the training logs")
+    clock.start("training", "LightGBM training")
+    clock.finish()
+
+    assert capsys.readouterr().err.splitlines() == [
+        "[1/2] feature job on the training logs",
+        "[1/2] features: 234 s",
+        "[2/2] LightGBM training",
+        "[2/2] training: 6 s",
+    ]
+    assert clock.seconds == {"features": 234.4, "training": 5.6}
+
+
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ctr.cli", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120, env=env or dict(os.environ))
+                          text=True, timeout=120, env=env or dict(os.environ), check=False)
 
 
 def test_port_in_use_fails_clearly(tmp_path):

@@ -10,7 +10,6 @@ import yaml
 from gitops_support import COMPONENT_KUSTOMIZATIONS, GITOPS, TARGETS, run_kustomize
 
 
-
 @pytest.fixture(scope="session")
 def render_tree(tmp_path_factory) -> Path:
     """A copy of gitops/ with one kustomization per component (base plus that component)."""

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-
 from ctr_inference.bundle import load_bundle
 from ctr_inference.errors import BundleChecksumError, BundleIncompatibleError, BundleNotFoundError
 from ctr_inference.scorer import Scorer
+
 from tests.helpers import feature_table, write_tiny_bundle
 
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from ctr_inference.contract import C_ORDER_BLOCK_ROWS, Feature, feature_matrix, row_ids
 from ctr_inference.errors import FeatureDtypeError, MissingFeatureError
 

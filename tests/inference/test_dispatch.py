@@ -6,7 +6,6 @@ import json
 import uuid
 
 import pytest
-
 from ctr_inference.dispatch import dispatch
 
 DT = "2026-12-03"

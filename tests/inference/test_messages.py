@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from ctr_inference.errors import MessageError
 from ctr_inference.messages import make_request, parse_request, requests_from_s3_event
 

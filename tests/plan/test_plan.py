@@ -16,6 +16,7 @@ from ctr.plan import (
     make_plan,
     override_prices,
     parse_duration,
+    render,
     speed_from_bundle,
     speed_from_results,
 )
@@ -134,13 +135,32 @@ def test_bundle_without_speed(tmp_path):
 def test_plan_scores_all_rows_before_deadline():
     assumptions = Assumptions()
     plan = make_plan(1e9, 3600, SPEED, assumptions)
-    capacity = plan.pods * plan.pod_rows_per_second * plan.scoring_seconds
+    capacity = plan.pods * plan.pod_rows_per_second * plan.scoring_budget_seconds
     assert capacity >= 1e9
     # One pod fewer would not be enough.
-    assert (plan.pods - 1) * plan.pod_rows_per_second * plan.scoring_seconds < 1e9
+    assert (plan.pods - 1) * plan.pod_rows_per_second * plan.scoring_budget_seconds < 1e9
     startup = (assumptions.node_start_seconds + assumptions.image_pull_seconds
                + assumptions.worker_start_seconds)
-    assert startup + plan.scoring_seconds + plan.partition_seconds <= 3600
+    assert startup + plan.scoring_budget_seconds + plan.partition_seconds <= 3600
+
+
+def test_expected_time_fits_budget():
+    assumptions = Assumptions()
+    plan = make_plan(1e9, 3600, SPEED, assumptions)
+    assert plan.startup_seconds == (assumptions.node_start_seconds + assumptions.image_pull_seconds
+                                    + assumptions.worker_start_seconds)
+    assert plan.expected_scoring_seconds == pytest.approx(1e9 / (plan.pods * plan.pod_rows_per_second))
+    assert plan.expected_scoring_seconds <= plan.scoring_budget_seconds
+
+
+def test_render_separates_budget_and_expected_time():
+    plan = make_plan(1e9, 3600, SPEED, Assumptions())
+    lines = render(plan).splitlines()
+    budget = next(line for line in lines if "time budget for scoring" in line)
+    expected = next(line for line in lines if "expected scoring time" in line)
+    assert f"{plan.scoring_budget_seconds / 60:.1f} min" in budget
+    assert f"{plan.expected_scoring_seconds / 60:.1f} min at {plan.pods} pods" in expected
+    assert not any("after start-up" in line for line in lines)
 
 
 def test_pod_rate_applies_efficiencies():

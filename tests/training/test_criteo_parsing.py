@@ -6,9 +6,14 @@ import gzip
 
 import pyarrow.parquet as pq
 import pytest
-
 from ctr_training import criteo
-from ctr_training.features import InputError, parse_lines, read_lines, run_feature_job, split_malformed
+from ctr_training.features import (
+    InputError,
+    parse_lines,
+    read_lines,
+    run_feature_job,
+    split_malformed,
+)
 
 
 def criteo_line(label="0", integers=None, categoricals=None) -> str:

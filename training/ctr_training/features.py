@@ -39,6 +39,7 @@ from ctr_inference.errors import CtrError
 
 from ctr_training import storage
 from ctr_training.datasets import CRITEO, EVENT_TIME, DatasetSpec
+from ctr_training.spark_progress import log_spark_progress
 
 logger = logging.getLogger(__name__)
 
@@ -526,17 +527,21 @@ def run_feature_job(
     Raises:
         InputError: a missing or empty file, or too many malformed lines.
     """
-    rows, report, labelled = parse_logs(spark, logs, spec, max_malformed_fraction)
-    rows = rows.persist()
-    encoding_path = _as_path(str(encoding_path))
+    with log_spark_progress(spark, f"feature job on {len(logs)} log input(s)"):
+        logger.info("feature job: parsing %s and counting malformed lines", ", ".join(map(str, logs)))
+        rows, report, labelled = parse_logs(spark, logs, spec, max_malformed_fraction)
+        rows = rows.persist()
+        encoding_path = _as_path(str(encoding_path))
 
-    if fit:
-        write_encoding(fit_encoding(rows, min_count, spec.categorical), encoding_path)
-    elif not storage.storage_for(encoding_path, spark).exists(str(encoding_path)):
-        raise InputError(f"encoding table {encoding_path} does not exist; fit it on training logs first")
+        if fit:
+            logger.info("feature job: fitting the encoding on %d lines", report.total_lines - report.malformed)
+            write_encoding(fit_encoding(rows, min_count, spec.categorical), encoding_path)
+        elif not storage.storage_for(encoding_path, spark).exists(str(encoding_path)):
+            raise InputError(f"encoding table {encoding_path} does not exist; fit it on training logs first")
 
-    written = write_partitions(apply_encoding(rows, encoding_path, spec), out_dir, partitions)
-    count = report.total_lines - report.malformed
-    rows.unpersist()
+        logger.info("feature job: encoding and writing up to %d partitions to %s", partitions, out_dir)
+        written = write_partitions(apply_encoding(rows, encoding_path, spec), out_dir, partitions)
+        count = report.total_lines - report.malformed
+        rows.unpersist()
     logger.info("feature job: %d rows, %d malformed lines, %d partitions", count, report.malformed, len(written))
     return FeatureJobResult([_as_path(p) for p in written], count, labelled, report, encoding_path)

@@ -1,4 +1,4 @@
-"""Model versions in the MLflow registry: resolving references and comparing two versions' runs.
+"""Model versions in the MLflow registry: listing them, resolving references and comparing two versions' runs.
 
 A reference names a version of one registered model in any of these forms:
 ``3``, ``v3``, ``champion``, ``@champion``, ``models:/NAME/3`` or
@@ -7,6 +7,7 @@ A reference names a version of one registered model in any of these forms:
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ class VersionSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    # Registration time, ISO 8601 in UTC.
+    created: str = ""
 
     @property
     def label(self) -> str:
@@ -68,11 +71,62 @@ def resolve(reference: str, model_name: str) -> VersionSummary:
     except MlflowException as error:
         raise ModelReferenceError(f"{reference!r} is not a version of model {name!r} at "
                                   f"{mlflow.get_tracking_uri()}: {error.message}") from error
+    return _summary(model_version, run)
+
+
+def _summary(model_version, run) -> VersionSummary:
+    created = ""
+    if model_version.creation_timestamp:
+        created = datetime.datetime.fromtimestamp(model_version.creation_timestamp / 1000,
+                                                  datetime.UTC).isoformat(timespec="seconds")
     return VersionSummary(
-        name=name, version=str(model_version.version), run_id=model_version.run_id,
-        aliases=list(getattr(model_version, "aliases", []) or []), metrics=dict(run.data.metrics),
-        params=dict(run.data.params), tags={k: v for k, v in run.data.tags.items() if k.startswith("ctr.")},
+        name=model_version.name, version=str(model_version.version), run_id=model_version.run_id,
+        aliases=list(getattr(model_version, "aliases", []) or []),
+        metrics=dict(run.data.metrics) if run else {}, params=dict(run.data.params) if run else {},
+        tags={k: v for k, v in run.data.tags.items() if k.startswith("ctr.")} if run else {}, created=created,
     )
+
+
+def list_versions(model_name: str) -> list[VersionSummary]:
+    """Return every version of a registered model, oldest first, with its run's metrics.
+
+    Raises:
+        ModelReferenceError: the registry has no model of that name.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException as error:
+        known = sorted(model.name for model in client.search_registered_models())
+        raise ModelReferenceError(
+            f"model {model_name!r} is not registered at {mlflow.get_tracking_uri()}; "
+            f"registered models: {', '.join(known) or 'none'}") from error
+    # get_model_version fills in the aliases; search results leave them empty (MLflow 3.17 SQL store).
+    versions = [client.get_model_version(model_name, found.version)
+                for found in client.search_model_versions(f"name = '{model_name}'")]
+    summaries = []
+    for model_version in sorted(versions, key=lambda v: int(v.version)):
+        try:
+            run = client.get_run(model_version.run_id) if model_version.run_id else None
+        except MlflowException:
+            # The run was deleted; the version stays listed without metrics.
+            run = None
+        summaries.append(_summary(model_version, run))
+    return summaries
+
+
+def render_versions(versions: list[VersionSummary]) -> str:
+    """Return the table that ``ctr models list`` prints: version, aliases, registration time, run and AUC."""
+    header = ("version", "aliases", "created (UTC)", "run", "test AUC", "valid AUC")
+    rows = [(v.version, ", ".join(sorted(v.aliases)) or "-", v.created.replace("+00:00", "") or "-",
+             v.run_id or "-", _format(v.metrics.get("test_auc")), _format(v.metrics.get("valid_auc")))
+            for v in versions]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in [header, *rows])
 
 
 def _format(value) -> str:

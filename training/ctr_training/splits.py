@@ -36,6 +36,7 @@ from ctr_training.features import (
     write_encoding,
     write_partitions,
 )
+from ctr_training.spark_progress import log_spark_progress
 
 logger = logging.getLogger(__name__)
 
@@ -208,34 +209,36 @@ def run_training_feature_job(
         InputError: unlabelled logs, too many malformed lines, or an empty split.
     """
     settings.validate()
-    rows, malformed, labelled = parse_logs(spark, logs, spec, max_malformed_fraction)
-    if not labelled:
-        raise InputError(f"training logs {', '.join(map(str, logs))} have no {spec.label} column")
-    rows = rows.persist()
-    frames, cuts, total = time_split(rows, spec, settings)
+    with log_spark_progress(spark, f"training feature job on {len(logs)} log input(s)"):
+        logger.info("training feature job: parsing %s and counting malformed lines", ", ".join(map(str, logs)))
+        rows, malformed, labelled = parse_logs(spark, logs, spec, max_malformed_fraction)
+        if not labelled:
+            raise InputError(f"training logs {', '.join(map(str, logs))} have no {spec.label} column")
+        rows = rows.persist()
+        frames, cuts, total = time_split(rows, spec, settings)
 
-    counts = {name: _split_counts(frame) for name, frame in frames.items()}
-    empty = [name for name, c in counts.items() if c["rows"] == 0]
-    if empty:
-        raise InputError(f"{total} valid rows leave the {', '.join(empty)} split(s) empty; "
-                         "give more logs or change split valid_fraction/test_fraction")
+        counts = {name: _split_counts(frame) for name, frame in frames.items()}
+        empty = [name for name, c in counts.items() if c["rows"] == 0]
+        if empty:
+            raise InputError(f"{total} valid rows leave the {', '.join(empty)} split(s) empty; "
+                             "give more logs or change split valid_fraction/test_fraction")
 
-    out_dir = str(out_dir)
-    store = storage.storage_for(out_dir, spark)
-    store.mkdirs(out_dir)
-    encoding_path = storage.join(out_dir, ENCODING_FILE)
-    write_encoding(fit_encoding(frames["train"], min_count, spec.categorical), encoding_path)
+        out_dir = str(out_dir)
+        store = storage.storage_for(out_dir, spark)
+        store.mkdirs(out_dir)
+        encoding_path = storage.join(out_dir, ENCODING_FILE)
+        write_encoding(fit_encoding(frames["train"], min_count, spec.categorical), encoding_path)
 
-    sampled = downsample_negatives(frames["train"], settings.negative_rate, settings.sampling_seed)
-    written = {"train": write_partitions(apply_encoding(sampled, encoding_path, spec),
-                                         storage.join(out_dir, "train"), partitions)}
-    for name in ("valid", "test"):
-        written[name] = write_partitions(apply_encoding(frames[name], encoding_path, spec),
-                                         storage.join(out_dir, name), partitions)
-    parsed_test = frames["test"].select(*output_columns(frames["test"].columns, spec))
-    written[TEST_PARSED] = write_partitions(parsed_test, storage.join(out_dir, TEST_PARSED), partitions)
-    counts["train_sampled"] = _split_counts(sampled)
-    rows.unpersist()
+        sampled = downsample_negatives(frames["train"], settings.negative_rate, settings.sampling_seed)
+        written = {"train": write_partitions(apply_encoding(sampled, encoding_path, spec),
+                                             storage.join(out_dir, "train"), partitions)}
+        for name in ("valid", "test"):
+            written[name] = write_partitions(apply_encoding(frames[name], encoding_path, spec),
+                                             storage.join(out_dir, name), partitions)
+        parsed_test = frames["test"].select(*output_columns(frames["test"].columns, spec))
+        written[TEST_PARSED] = write_partitions(parsed_test, storage.join(out_dir, TEST_PARSED), partitions)
+        counts["train_sampled"] = _split_counts(sampled)
+        rows.unpersist()
 
     report = {
         "dataset": spec.name,

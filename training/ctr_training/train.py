@@ -183,7 +183,7 @@ def time_split(table: pa.Table, valid_fraction: float) -> tuple[pa.Table, pa.Tab
     """Split rows ordered by ``row_id`` into earlier training and later validation rows."""
     if not 0 < valid_fraction < 1:
         raise CtrError(f"valid_fraction must be between 0 and 1, got {valid_fraction}")
-    cut = int(round(table.num_rows * (1 - valid_fraction)))
+    cut = round(table.num_rows * (1 - valid_fraction))
     if cut == 0 or cut == table.num_rows:
         raise CtrError(f"{table.num_rows} rows are too few to split with valid_fraction {valid_fraction}")
     return table.slice(0, cut), table.slice(cut)
