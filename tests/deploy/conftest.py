@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from deploy_support import REPO_ROOT, git
 
+from ctr.services import free_port
 from ctr.testing.k8s_api import KubernetesApiStub
 from ctr.testing.registry import LocalRegistry
 
@@ -25,6 +26,22 @@ def git_identity(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+@pytest.fixture(autouse=True)
+def no_aws(monkeypatch):
+    """Point AWS calls at a closed port on 127.0.0.1, so ECR lookups fail the same way in every order.
+
+    Other test folders leave the session's moto server in the environment,
+    and a developer's machine may hold real credentials; neither may answer
+    these tests. Tests that need ECR start their own moto server and override this.
+    """
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture
