@@ -256,6 +256,20 @@ def compile_candidate(engine: str, model_file: Path, artifact: Path, check_rows:
     return dict(record, status=OK)
 
 
+def bundle_model_file(bundle_dir: Path) -> Path:
+    """Return the path of the bundle's ``model.lgb``.
+
+    Raises:
+        FileNotFoundError: the bundle directory has no ``model.lgb``.
+    """
+    from ctr_inference.bundle import MODEL_FILE
+
+    model_file = Path(bundle_dir) / MODEL_FILE
+    if not model_file.is_file():
+        raise FileNotFoundError(f"no {MODEL_FILE} in {bundle_dir}: write the model before compiling it")
+    return model_file
+
+
 def compile_bundle(
     bundle_dir: str | os.PathLike,
     features: list | None = None,
@@ -285,15 +299,13 @@ def compile_bundle(
         FileNotFoundError: the bundle directory has no ``model.lgb``.
     """
     import lightgbm
-    from ctr_inference.bundle import MODEL_FILE, sha256_file
+    from ctr_inference.bundle import sha256_file
     from ctr_inference.check_rows import CHECK_ROWS_FILE, make_check_rows, write_check_rows
     from ctr_inference.contract import Feature
     from ctr_inference.cpu import read_cpuinfo, required_flags
 
     bundle_dir = Path(bundle_dir)
-    model_file = bundle_dir / MODEL_FILE
-    if not model_file.is_file():
-        raise FileNotFoundError(f"no {MODEL_FILE} in {bundle_dir}: write the model before compiling it")
+    model_file = bundle_model_file(bundle_dir)
     cpu = read_cpuinfo()
     required = required_flags(target, cpu)
 

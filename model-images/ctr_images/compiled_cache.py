@@ -44,6 +44,7 @@ from ctr_images.compile import (
     DEFAULT_TARGET,
     FAILED,
     TIMED_OUT,
+    bundle_model_file,
     compile_bundle,
     engine_version,
     split_measurements,
@@ -172,13 +173,10 @@ def compile_cached(
         UnknownTargetError: ``target`` is not known.
         FileNotFoundError: the bundle directory has no ``model.lgb``.
     """
-    from ctr_inference.bundle import MODEL_FILE
     from ctr_inference.cpu import read_cpuinfo, required_flags
 
     bundle_dir = Path(bundle_dir)
-    model_file = bundle_dir / MODEL_FILE
-    if not model_file.is_file():
-        raise FileNotFoundError(f"no {MODEL_FILE} in {bundle_dir}: write the model before compiling it")
+    model_file = bundle_model_file(bundle_dir)
     # Reject an unknown target before hashing anything.
     required_flags(target, read_cpuinfo())
 
