@@ -69,11 +69,22 @@ def run_plan(args) -> int:
         speed_from_results,
     )
 
+    if args.model:
+        speed = speed_from_bundle(args.model)
+    else:
+        speed = speed_from_results(args.results, args.bench_model)
+    # An explicit --efficiency wins, then the benchmark's measurement, then the default.
+    efficiency = args.efficiency
+    if efficiency is None:
+        efficiency = speed.end_to_end_efficiency
+    if efficiency is None:
+        efficiency = Assumptions.end_to_end_efficiency
+
     assumptions = Assumptions(
         node_start_seconds=args.node_start_seconds,
         image_pull_seconds=args.image_pull_seconds,
         worker_start_seconds=args.worker_start_seconds,
-        end_to_end_efficiency=args.efficiency or Assumptions.end_to_end_efficiency,
+        end_to_end_efficiency=efficiency,
         headroom=args.headroom,
         partition_seconds=args.partition_seconds,
         pod_cpus=args.pod_cpus,
@@ -82,12 +93,6 @@ def run_plan(args) -> int:
         bytes_per_row=args.bytes_per_row,
         max_partition_megabytes=args.max_partition_mb,
     )
-    if args.model:
-        speed = speed_from_bundle(args.model)
-    else:
-        speed = speed_from_results(args.results, args.bench_model)
-    if args.efficiency is None and speed.end_to_end_efficiency is not None:
-        assumptions.end_to_end_efficiency = speed.end_to_end_efficiency
     if args.parallel_efficiency is not None:
         if not 0 < args.parallel_efficiency <= 1:
             raise PlanError(f"--parallel-efficiency must be in (0, 1], got {args.parallel_efficiency}")
