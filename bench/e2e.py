@@ -21,9 +21,8 @@ of the same engine on the same partition, in one process and in two at once,
 is measured in the same run, and so is LightGBM's own ``predict``.
 
 The moto server, the workers' download, decode and upload threads and the
-benchmark itself share the machine's cores with scoring, as a pod's sidecars
-and I/O threads would; on a 2-core machine that is a real cost in the
-2-worker scenario.
+benchmark itself share the machine's cores with scoring. On a 2-core machine
+that costs the 2-worker scenario a measurable share of its rate.
 """
 
 from __future__ import annotations
@@ -154,6 +153,7 @@ class Infra:
 
         self.server.start()
         self.environment = aws_environment(self.server.url)
+        # compare_sources starts child processes that find the server through the environment.
         os.environ.update(self.environment)
         self.s3 = boto3.client("s3")
         self.sqs = boto3.client("sqs")
@@ -290,10 +290,11 @@ def startup_times(infra: Infra, bundle_dir: Path, partition: Path, work_dir: Pat
             raise RuntimeError(f"baked and S3 sources differ by {report['max_abs_difference']}")
         runs.append({source: {name: item[name] for name in ("startup_seconds", "load_seconds", "engine")}
                      for source, item in report["sources"].items()})
-    median = {source: {name: statistics.median(run[source][name] for run in runs)
-                       for name in ("startup_seconds", "load_seconds")}
-              | {"engine": runs[0][source]["engine"]}
-              for source in runs[0]}
+    median = {}
+    for source in runs[0]:
+        median[source] = {"engine": runs[0][source]["engine"]}
+        for name in ("startup_seconds", "load_seconds"):
+            median[source][name] = statistics.median(run[source][name] for run in runs)
     logger.info("start-up to first prediction: baked %.2f s, S3 %.2f s", median["baked"]["startup_seconds"],
                 median["s3"]["startup_seconds"])
     return {"median": median, "runs": runs, "rows": STARTUP_ROWS}
@@ -301,8 +302,8 @@ def startup_times(infra: Infra, bundle_dir: Path, partition: Path, work_dir: Pat
 
 def run(cache_dir: Path, rows: int, per_worker: int, repeats: int, output: Path) -> dict:
     bundle_dir, _ = startup.bake(cache_dir)
-    most = max(scenario["workers"] for scenario in SCENARIOS) * per_worker
-    paths = write_partitions(cache_dir, most, rows)
+    partition_count = max(scenario["workers"] for scenario in SCENARIOS) * per_worker
+    paths = write_partitions(cache_dir, partition_count, rows)
 
     logger.info("timing in-memory scoring on %s", paths[0].name)
     memory = {

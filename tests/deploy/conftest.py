@@ -33,8 +33,8 @@ def no_aws(monkeypatch):
     """Point AWS calls at a closed port on 127.0.0.1, so ECR lookups fail the same way in every order.
 
     Other test folders leave the session's moto server in the environment,
-    and a developer's machine may hold real credentials; neither may answer
-    these tests. Tests that need ECR start their own moto server and override this.
+    and a developer's machine may hold real credentials; neither may respond
+    to these tests. Tests that need ECR start their own moto server and override this.
     """
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")

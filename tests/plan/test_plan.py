@@ -311,7 +311,7 @@ def add_end_to_end(path, engine: str, share: float, model: str = "reference-500x
     path.write_text(json.dumps(document))
 
 
-def test_command_uses_measured_end_to_end_share(tmp_path, capsys):
+def test_command_uses_measured_share(tmp_path, capsys):
     path = results_file(tmp_path, {"lightgbm": engine_entry(50_000, 95_000),
                                    "lleaves": engine_entry(190_000, 300_000)})
     add_end_to_end(path, "lleaves", 0.8)
@@ -330,7 +330,7 @@ def test_command_uses_measured_end_to_end_share(tmp_path, capsys):
     ("lleaves", "small-100x31", 0.8, 0.9),  # measured for another model: the default
     ("lleaves", "reference-500x63", 1.07, 1.0),  # faster than in memory: capped
 ])
-def test_end_to_end_share_only_for_same_model_and_engine(tmp_path, capsys, engine, model, share, expected):
+def test_end_to_end_share_needs_same_model(tmp_path, capsys, engine, model, share, expected):
     path = results_file(tmp_path, {"lightgbm": engine_entry(50_000, 95_000),
                                    "lleaves": engine_entry(190_000, 300_000)})
     add_end_to_end(path, engine, share, model)
